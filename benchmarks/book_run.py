@@ -1,0 +1,276 @@
+"""The book's whole MNIST training run, fastbp against plain NumPy, timed in one process.
+
+The run is the book's ``ch05/train_neuralnet.py``: 10000 steps of random
+mini-batches of 100, learning rate 0.1, 50 hidden units, and accuracy on the
+full training and test sets once per epoch (17 evaluations). The NumPy side is
+the book's code, layer for layer (``BookTwoLayerNet`` below), run as the
+book's script runs it: one-hot labels, ``np.random.choice`` batches,
+``gradient`` + SGD + the extra ``loss`` call per step, ``accuracy`` on the
+whole set at once. The fastbp side is :func:`fastbp.train.train`. Kernel
+compilation is timed separately and excluded from the fastbp figure.
+
+Usage::
+
+    python benchmarks/book_run.py --data-dir ../shared/datasets            # speed comparison
+    python benchmarks/book_run.py --data-dir ../shared/datasets --mnist-split  # MNIST 8000/2000 accuracy
+
+The real MNIST training images are not available offline here, so the speed
+comparison uses Fashion-MNIST by default: same shapes (60000 + 10000 images of
+28x28, 10 classes), so the same amount of arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- the book's network, plain NumPy
+# Copied in behaviour from the book's common/functions.py, common/layers.py and
+# ch05/two_layer_net.py (including its habits, e.g. Relu.backward writing into dout).
+
+
+def softmax(x):
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def cross_entropy_error(y, t):
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+    if t.size == y.size:
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+class Relu:
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x):
+        self.mask = x <= 0
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        dout[self.mask] = 0
+        return dout
+
+
+class Affine:
+    def __init__(self, W, b):
+        self.W = W
+        self.b = b
+        self.x = None
+        self.original_x_shape = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        self.x = x
+        return np.dot(self.x, self.W) + self.b
+
+    def backward(self, dout):
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    def __init__(self):
+        self.loss = None
+        self.y = None
+        self.t = None
+
+    def forward(self, x, t):
+        self.t = t
+        self.y = softmax(x)
+        self.loss = cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout=1):
+        batch_size = self.t.shape[0]
+        if self.t.size == self.y.size:
+            dx = (self.y - self.t) / batch_size
+        else:
+            dx = self.y.copy()
+            dx[np.arange(batch_size), self.t] -= 1
+            dx = dx / batch_size
+        return dx
+
+
+class BookTwoLayerNet:
+    """The book's ch05 ``TwoLayerNet``, unchanged in behaviour (float64 weights)."""
+
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01):
+        self.params = {
+            "W1": weight_init_std * np.random.randn(input_size, hidden_size),
+            "b1": np.zeros(hidden_size),
+            "W2": weight_init_std * np.random.randn(hidden_size, output_size),
+            "b2": np.zeros(output_size),
+        }
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+        self.lastLayer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.lastLayer.forward(self.predict(x), t)
+
+    def accuracy(self, x, t):
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(x.shape[0])
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        return {
+            "W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
+            "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db,
+        }
+
+
+def book_train(x_train, t_train, x_test, t_test, iters_num=10000, batch_size=100, learning_rate=0.1, hidden=50):
+    """The book's ch05/train_neuralnet.py loop; returns (network, train_acc_list, test_acc_list)."""
+    network = BookTwoLayerNet(input_size=784, hidden_size=hidden, output_size=10)
+    train_size = x_train.shape[0]
+    train_loss_list, train_acc_list, test_acc_list = [], [], []
+    iter_per_epoch = max(train_size / batch_size, 1)
+    for i in range(iters_num):
+        batch_mask = np.random.choice(train_size, batch_size)
+        x_batch = x_train[batch_mask]
+        t_batch = t_train[batch_mask]
+        grad = network.gradient(x_batch, t_batch)
+        for key in ("W1", "b1", "W2", "b2"):
+            network.params[key] -= learning_rate * grad[key]
+        loss = network.loss(x_batch, t_batch)
+        train_loss_list.append(loss)
+        if i % iter_per_epoch == 0:
+            train_acc_list.append(network.accuracy(x_train, t_train))
+            test_acc_list.append(network.accuracy(x_test, t_test))
+    return network, train_acc_list, test_acc_list
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def run_speed(args) -> dict:
+    from fastbp.datasets import load_mnist
+    from fastbp.train import train
+
+    (x_train, t_train), (x_test, t_test) = load_mnist(dataset=args.dataset, data_dir=args.data_dir)
+    one_hot = np.eye(10, dtype=np.float32)
+    t_train_oh, t_test_oh = one_hot[t_train], one_hot[t_test]
+    out = {"dataset": args.dataset, "iterations": args.iters, "batch_size": 100, "lr": 0.1, "hidden": 50,
+           "python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count()}
+    try:
+        import threadpoolctl
+
+        out["blas"] = [(i["internal_api"], i["num_threads"]) for i in threadpoolctl.threadpool_info()]
+    except ImportError:
+        pass
+    if args.threads is not None:
+        import fastbp
+
+        fastbp.set_num_threads(args.threads)
+
+    runs = {}
+    for dtype in args.dtypes:
+        for rep in range(args.repeat):
+            t0 = time.perf_counter()
+            res = train(((x_train, t_train), (x_test, t_test)), iterations=args.iters, batch_size=100, lr=0.1,
+                        hidden_size=50, dtype=np.dtype(dtype).type, seed=args.seed + rep)
+            wall = time.perf_counter() - t0
+            tm = res.timings
+            r = runs.setdefault(f"fastbp_{dtype}", [])
+            r.append({"seconds": tm["total"], "compile_seconds": tm["compile"], "call_wall_seconds": wall,
+                      "gather_seconds": tm["gather"], "step_seconds": tm["step"], "eval_seconds": tm["eval"],
+                      "steps_per_second": tm["steps_per_second"], "test_acc": res.history.test_acc[-1],
+                      "evaluations": len(res.history.test_acc)})
+            print(f"fastbp {dtype} run {rep}: {tm['total']:.2f} s (compile {tm['compile']:.2f} s excluded), "
+                  f"gather {tm['gather']:.2f} s, train_step {tm['step']:.2f} s, eval {tm['eval']:.2f} s, "
+                  f"test acc {res.history.test_acc[-1]:.4f}", flush=True)
+    if not args.skip_numpy:
+        for rep in range(args.numpy_repeat):
+            np.random.seed(args.seed + rep)
+            t0 = time.perf_counter()
+            _, train_acc, test_acc = book_train(x_train, t_train_oh, x_test, t_test_oh, iters_num=args.iters)
+            sec = time.perf_counter() - t0
+            runs.setdefault("numpy_book", []).append({"seconds": sec, "test_acc": test_acc[-1],
+                                                      "evaluations": len(test_acc)})
+            print(f"numpy book run {rep}: {sec:.2f} s, test acc {test_acc[-1]:.4f}", flush=True)
+    out["runs"] = runs
+    best = {k: min(r["seconds"] for r in v) for k, v in runs.items()}
+    out["best_seconds"] = best
+    if "numpy_book" in best:
+        out["speedup"] = {k: best["numpy_book"] / v for k, v in best.items() if k != "numpy_book"}
+        for k, v in out["speedup"].items():
+            print(f"speed-up {k} vs numpy book: {v:.1f}x  ({best['numpy_book']:.2f} s / {best[k]:.2f} s)")
+    return out
+
+
+def run_mnist_split(args) -> dict:
+    """MNIST digits with only the 10k test split: train on the first 8000, test on the last 2000."""
+    from fastbp.datasets import load_split
+    from fastbp.train import train
+
+    x, t = load_split("test", dataset="mnist", data_dir=args.data_dir)
+    data = ((x[:8000], t[:8000]), (x[8000:], t[8000:]))
+    out = {}
+    for dtype in args.dtypes:
+        res = train(data, iterations=args.iters, batch_size=100, lr=0.1, hidden_size=50,
+                    dtype=np.dtype(dtype).type, seed=args.seed)
+        h = res.history
+        out[dtype] = {"test_acc": h.test_acc[-1], "train_acc": h.train_acc[-1], "seconds": res.timings["total"],
+                      "compile_seconds": res.timings["compile"]}
+        print(f"MNIST 8000/2000 {dtype}: train acc {h.train_acc[-1]:.4f}, test acc {h.test_acc[-1]:.4f}, "
+              f"{res.timings['total']:.2f} s (+ compile {res.timings['compile']:.2f} s)")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=None, help="folder holding mnist/ and fashion-mnist/")
+    p.add_argument("--dataset", default="fashion-mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--iters", type=int, default=10000)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "float64"], choices=["float32", "float64"])
+    p.add_argument("--repeat", type=int, default=1, help="fastbp runs per dtype (best is reported)")
+    p.add_argument("--numpy-repeat", type=int, default=1)
+    p.add_argument("--skip-numpy", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="fastbp.set_num_threads(T) first")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mnist-split", action="store_true", help="run the MNIST 8000/2000 accuracy check instead")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    out = run_mnist_split(args) if args.mnist_split else run_speed(args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Command line: ``fastbp train`` and ``fastbp gradcheck`` (also ``python -m fastbp``).
+
+Each subcommand is a ``_add_<name>(subparsers)`` function that declares its
+arguments and a ``cmd_<name>(args) -> int`` function that runs it; adding a
+subcommand means writing those two and listing the first in
+:data:`SUBCOMMANDS`. Errors a user can cause (bad arguments, missing data,
+a bad checkpoint) end with one ``fastbp: error: ...`` line and exit status 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BOOK = {"iterations": 10000, "batch_size": 100, "lr": 0.1, "hidden": 50, "dtype": "float32", "dataset": "mnist"}
+DATASET_CHOICES = ("mnist", "fashion-mnist")
+DTYPE_CHOICES = ("float32", "float64")
+
+
+class UsageError(Exception):
+    """A user error found after argument parsing (conflicting options ...)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + error
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def _add_data_args(p):
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default=None,
+                   help=f"dataset (default {BOOK['dataset']}; with --resume, the checkpoint's)")
+    p.add_argument("--data-dir", metavar="D", default=None,
+                   help="folder holding mnist/ and/or fashion-mnist/ (searched before FASTBP_DATA_DIR and the cache)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing files")
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train the book's two-layer network (ch. 5) with a progress bar",
+                       description="Train the book's TwoLayerNet with random mini-batch SGD. "
+                                   "Defaults reproduce the book: 10000 iterations, batch 100, lr 0.1, hidden 50.")
+    _add_data_args(p)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=_positive_int, metavar="N", help="train N epochs (N * train_size // batch)")
+    length.add_argument("--iters", type=_positive_int, metavar="N",
+                        help=f"total training steps (default {BOOK['iterations']}; counts steps before --resume)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B", help=f"mini-batch size (default {BOOK['batch_size']})")
+    p.add_argument("--hidden", type=_positive_int, metavar="H", help=f"hidden units (default {BOOK['hidden']})")
+    p.add_argument("--lr", type=_positive_float, help=f"learning rate (default {BOOK['lr']})")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, help=f"network dtype (default {BOOK['dtype']})")
+    p.add_argument("--seed", type=_nonneg_int, help="seed for weights and mini-batches (default: random, printed)")
+    p.add_argument("--threads", type=_positive_int, metavar="T", help="threads for the compiled kernels")
+    p.add_argument("--out", metavar="DIR", help="write checkpoint.npz and curves.png here")
+    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by --out")
+    p.add_argument("--eval-chunk", type=_positive_int, default=10000, metavar="R",
+                   help="rows per predict call when measuring accuracy (default 10000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_gradcheck(sub):
+    p = sub.add_parser("gradcheck", help="compare backprop gradients with numerical ones on real images",
+                       description="The book's gradient check: mean |backprop - numerical| per parameter "
+                                   "on a few real images, for a freshly initialised network.")
+    _add_data_args(p)
+    p.add_argument("--split", choices=("train", "test"), default="test",
+                   help="images to use (default test: available even when MNIST training images are not)")
+    p.add_argument("--batch", type=_positive_int, default=3, help="number of images (default 3, like the book)")
+    p.add_argument("--hidden", type=_positive_int, default=BOOK["hidden"], help="hidden units (default 50)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float64",
+                   help="network dtype (default float64: numerical gradients are too coarse in float32)")
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--tol", type=_positive_float, default=None,
+                   help="largest accepted mean difference (default 1e-6 for float64, 1e-3 for float32)")
+    p.add_argument("--threads", type=_positive_int, metavar="T", help="threads for the compiled kernels")
+    p.set_defaults(func=cmd_gradcheck)
+
+
+#: Subcommand builders, in help order.
+SUBCOMMANDS = [_add_train, _add_gradcheck]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fastbp`` argument parser with every subcommand."""
+    parser = _Parser(prog="fastbp", description="Fast CPU backpropagation for the book's networks.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def _set_threads(n):
+    if n is not None:
+        import fastbp
+
+        fastbp.set_num_threads(n)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    # Dataset errors end with where to put the files: keep the first and last lines.
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+
+
+# --------------------------------------------------------------------------- train
+
+
+def _resolve_train_settings(args):
+    """Merge CLI options, the checkpoint's settings (with --resume) and the book's defaults."""
+    from .checkpoint import load_checkpoint
+
+    ckpt = None
+    meta = {}
+    if args.resume:
+        ckpt = load_checkpoint(args.resume)
+        meta = ckpt.meta
+        for opt, key in (("hidden", "hidden_size"), ("dtype", "dtype"), ("dataset", "dataset")):
+            given = getattr(args, opt)
+            if given is not None and key in meta and str(given) != str(meta[key]):
+                raise UsageError(f"--{opt} {given} conflicts with the checkpoint's {meta[key]}; drop --{opt} to resume")
+        if args.seed is not None and args.seed != meta.get("seed"):
+            raise UsageError(f"--seed {args.seed} conflicts with the checkpoint's seed {meta.get('seed')}; drop --seed")
+
+    def pick(value, key, default):
+        return value if value is not None else meta.get(key, default)
+
+    return ckpt, dict(
+        dataset=pick(args.dataset, "dataset", BOOK["dataset"]),
+        batch_size=pick(args.batch_size, "batch_size", BOOK["batch_size"]),
+        lr=pick(args.lr, "lr", BOOK["lr"]),
+        hidden=pick(args.hidden, "hidden_size", BOOK["hidden"]),
+        dtype=pick(args.dtype, "dtype", BOOK["dtype"]),
+    )
+
+
+def cmd_train(args) -> int:
+    """Run ``fastbp train``."""
+    from tqdm.auto import tqdm
+
+    from .datasets import load_mnist
+    from .train import plot_history, train
+
+    ckpt, s = _resolve_train_settings(args)
+    _set_threads(args.threads)
+    data = load_mnist(dataset=s["dataset"], data_dir=args.data_dir, download=not args.no_download)
+    out = Path(args.out) if args.out else None
+    ckpt_path = out / "checkpoint.npz" if out else None
+
+    header = f"{'epoch':>7} {'step':>7} {'loss':>8} {'train acc':>9} {'test acc':>9} {'seconds':>8}"
+    printed_header = False
+
+    def on_epoch(rec):
+        nonlocal printed_header
+        if not printed_header:
+            tqdm.write(header)
+            printed_header = True
+        epoch = f"{rec.epoch:.0f}" if rec.epoch == int(rec.epoch) else f"{rec.epoch:.2f}"
+        tqdm.write(f"{epoch:>7} {rec.step:>7} {rec.loss:8.4f} {rec.train_acc:9.4f} {rec.test_acc:9.4f} "
+                   f"{rec.seconds:8.2f}")
+
+    print(f"fastbp train: {s['dataset']}, {len(data[0][0])} train / {len(data[1][0])} test images, "
+          f"hidden {s['hidden']}, batch {s['batch_size']}, lr {s['lr']}, {s['dtype']}"
+          + (f", resuming at step {ckpt.step}" if ckpt else ""), flush=True)
+    t0 = time.perf_counter()
+    try:
+        result = train(
+            data,
+            iterations=args.iters,
+            epochs=args.epochs,
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            hidden_size=s["hidden"],
+            dtype=np.dtype(s["dtype"]).type,
+            seed=args.seed,
+            resume=ckpt,
+            checkpoint=ckpt_path,
+            checkpoint_meta={"dataset": s["dataset"]},
+            eval_chunk=args.eval_chunk,
+            progress=not args.no_progress,
+            on_epoch=on_epoch,
+        )
+    except KeyboardInterrupt:
+        where = f"; resume with: fastbp train --resume {ckpt_path}" if ckpt_path else ""
+        print(f"fastbp: interrupted{where}", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - t0
+    tm, h = result.timings, result.history
+    print(f"done: {tm['steps']} steps in {wall:.2f} s wall (kernel compile {tm['compile']:.2f} s, "
+          f"evaluation {tm['eval']:.2f} s), {tm['steps_per_second']:.0f} steps/s; "
+          f"final test acc {h.test_acc[-1]:.4f}; seed {result.seed}")
+    if out:
+        png = plot_history(h, out / "curves.png",
+                           title=f"{s['dataset']}: hidden {s['hidden']}, batch {s['batch_size']}, lr {s['lr']}")
+        print(f"wrote {ckpt_path} and {png}")
+    return 0
+
+
+# --------------------------------------------------------------------------- gradcheck
+
+
+def cmd_gradcheck(args) -> int:
+    """Run ``fastbp gradcheck``; exit status 1 if a difference exceeds the tolerance."""
+    import fastbp
+
+    from .datasets import load_split
+
+    _set_threads(args.threads)
+    dataset = args.dataset or BOOK["dataset"]
+    x, t = load_split(args.split, dataset=dataset, data_dir=args.data_dir, download=not args.no_download)
+    dtype = np.dtype(args.dtype)
+    x = np.ascontiguousarray(x[:args.batch], dtype=dtype)
+    t = t[:args.batch]
+    net = fastbp.TwoLayerNet(x.shape[1], args.hidden, 10, dtype=dtype.type, seed=args.seed)
+    tol = args.tol if args.tol is not None else (1e-6 if dtype == np.float64 else 1e-3)
+    t0 = time.perf_counter()
+    diffs = fastbp.gradient_check(net, x, t)
+    sec = time.perf_counter() - t0
+    print(f"gradient check: {dataset} {args.split} images 0..{len(x) - 1}, hidden {args.hidden}, {dtype.name}, "
+          f"tolerance {tol:g}")
+    print(f"{'param':<6} {'shape':<12} {'mean |backprop - numerical|':>28}  ok")
+    bad = 0
+    for name, diff in diffs.items():
+        ok = diff <= tol
+        bad += not ok
+        shape = "x".join(str(d) for d in net.params[name].shape)
+        print(f"{name:<6} {shape:<12} {diff:28.3e}  {'yes' if ok else 'NO'}")
+    print(f"{'all within tolerance' if not bad else f'{bad} parameter(s) above tolerance'} ({sec:.2f} s)")
+    return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``fastbp`` command; returns the exit status."""
+    from .datasets import DatasetNotFoundError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, DatasetNotFoundError, FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"fastbp: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastbp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
