@@ -159,8 +159,8 @@ def train(
     *,
     iterations: int | None = None,
     epochs: int | None = None,
-    batch_size: int = 100,
-    lr: float = 0.1,
+    batch_size: int | None = None,
+    lr: float | None = None,
     hidden_size: int = 50,
     dtype=np.float32,
     seed: int | None = None,
@@ -187,10 +187,10 @@ def train(
     epochs : int, optional
         Alternative to ``iterations``: ``epochs * max(N // batch_size, 1)`` steps.
     batch_size : int, optional
-        Mini-batch size (default 100). Batches are drawn with replacement,
-        like the book's ``np.random.choice``.
+        Mini-batch size (default 100, or the checkpoint's with ``resume``).
+        Batches are drawn with replacement, like the book's ``np.random.choice``.
     lr : float, optional
-        SGD learning rate (default 0.1).
+        SGD learning rate (default 0.1, or the checkpoint's with ``resume``).
     hidden_size : int, optional
         Hidden units (default 50). Ignored with ``net`` or ``resume``.
     dtype : {numpy.float32, numpy.float64}, optional
@@ -231,6 +231,13 @@ def train(
         (x_train, t_train), test = data
     except (TypeError, ValueError):
         raise TypeError("data must be ((x_train, t_train), (x_test, t_test)) or ((x_train, t_train), None)") from None
+    ckpt = None
+    if resume is not None:
+        ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
+    # Unset settings continue the checkpoint's run, else the book's.
+    defaults = ckpt.meta if ckpt is not None else {}
+    batch_size = defaults.get("batch_size", 100) if batch_size is None else batch_size
+    lr = defaults.get("lr", 0.1) if lr is None else lr
     batch_size = _check_int("batch_size", batch_size)
     eval_chunk = _check_int("eval_chunk", eval_chunk)
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
@@ -240,9 +247,7 @@ def train(
     if iterations is not None and epochs is not None:
         raise ValueError("pass iterations or epochs, not both")
 
-    ckpt = None
-    if resume is not None:
-        ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
+    if ckpt is not None:
         if net is None:
             net = ckpt.make_net()
         else:

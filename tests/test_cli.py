@@ -1,0 +1,141 @@
+"""Tests for the ``fastbp`` command line (``fastbp.cli.main`` and ``python -m fastbp``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.checkpoint import load_checkpoint
+from fastbp.cli import main
+from fastbp.datasets import mnist as mnist_mod
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("FASTBP_TEST_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+SHARED = shared_data_dir()
+needs_fashion = pytest.mark.skipif(
+    not (SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"Fashion-MNIST not found in {SHARED / 'fashion-mnist'} (set FASTBP_TEST_DATA)",
+)
+needs_mnist_test = pytest.mark.skipif(
+    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason=f"MNIST test split not found in {SHARED / 'mnist'} (set FASTBP_TEST_DATA)",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Nothing read from or written to the real cache; downloads go to a closed local port."""
+    monkeypatch.setenv("FASTBP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTBP_DATA_DIR", raising=False)
+    monkeypatch.setenv("FASTBP_MIRROR", "http://127.0.0.1:9/")
+    monkeypatch.setattr(mnist_mod, "SYSTEM_DIRS", ())
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@needs_fashion
+def test_train_out_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--no-progress", "--hidden", "20"]
+    assert main(base + ["--iters", "120", "--batch-size", "50", "--seed", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "epoch" in text and "train acc" in text and "test acc" in text
+    assert "done: 120 steps" in text and "steps/s" in text and "compile" in text
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.step == 120 and ckpt.meta["dataset"] == "fashion-mnist" and ckpt.meta["batch_size"] == 50
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # Resume: dataset, hidden size, batch size and seed come from the checkpoint.
+    assert main(["train", "--data-dir", str(SHARED), "--no-progress", "--resume", str(out / "checkpoint.npz"),
+                 "--iters", "150", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "resuming at step 120" in text and "done: 30 steps" in text
+    assert load_checkpoint(out / "checkpoint.npz").step == 150
+    # Conflicting settings are refused in one line.
+    assert main(["train", "--resume", str(out / "checkpoint.npz"), "--hidden", "30", "--iters", "200"]) == 2
+    assert "--hidden 30 conflicts" in one_line_error(capsys)
+    assert main(["train", "--resume", str(out / "checkpoint.npz"), "--data-dir", str(SHARED), "--iters", "150"]) == 2
+    assert "already has 150 steps" in one_line_error(capsys)
+
+
+@needs_fashion
+def test_train_threads_calls_set_num_threads(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(fastbp, "set_num_threads", calls.append)
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--no-progress",
+                 "--iters", "5", "--hidden", "5", "--threads", "1"]) == 0
+    assert calls == [1]
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["train", "--dataset", "kmnist"], "invalid choice: 'kmnist'"),
+        (["train", "--batch-size", "-5"], "--batch-size: must be a positive integer"),
+        (["train", "--batch-size", "ten"], "--batch-size: expected a positive integer"),
+        (["train", "--lr", "0"], "--lr: must be a positive"),
+        (["train", "--epochs", "2", "--iters", "3"], "not allowed with argument"),
+        (["train", "--dtype", "float16"], "invalid choice: 'float16'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert fragment in one_line_error(capsys)
+
+
+def test_missing_data_offline_one_line(tmp_path, capsys):
+    # Nothing anywhere and the mirror unreachable: one line saying where to put the files.
+    assert main(["train", "--data-dir", str(tmp_path / "empty")]) == 2
+    err = one_line_error(capsys)
+    assert "not found" in err and "Put the four files" in err
+    assert main(["train", "--no-download"]) == 2
+    assert "download=False" in one_line_error(capsys)
+
+
+def test_missing_resume_checkpoint(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nope.npz")]) == 2
+    assert "nope.npz" in one_line_error(capsys)
+
+
+@needs_mnist_test
+def test_gradcheck_on_real_digits(capsys):
+    assert main(["gradcheck", "--data-dir", str(SHARED), "--no-download"]) == 0
+    text = capsys.readouterr().out
+    for name in ("W1", "b1", "W2", "b2"):
+        assert f"\n{name} " in text
+    assert "all within tolerance" in text
+
+
+@needs_mnist_test
+def test_mnist_train_offline_is_a_clear_error(capsys):
+    # The shared MNIST folder lacks the training images.
+    assert main(["train", "--data-dir", str(SHARED), "--no-download"]) == 2
+    assert "train-images-idx3-ubyte.gz not found" in one_line_error(capsys)
+
+
+def test_python_dash_m(tmp_path):
+    env = {**os.environ, "FASTBP_CACHE_DIR": str(tmp_path), "FASTBP_MIRROR": "http://127.0.0.1:9/"}
+    ok = subprocess.run([sys.executable, "-m", "fastbp", "--help"], capture_output=True, text=True, timeout=120,
+                        env=env)
+    assert ok.returncode == 0 and "train" in ok.stdout and "gradcheck" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "fastbp", "train", "--batch-size", "-1"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

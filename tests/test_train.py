@@ -1,0 +1,225 @@
+"""Tests for fastbp.train and fastbp.checkpoint: reproducibility, resume, checkpoints, accuracy."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastbp.checkpoint import History, load_checkpoint, save_checkpoint
+from fastbp.network import TwoLayerNet
+from fastbp.train import EpochRecord, accuracy, plot_history, train
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("FASTBP_TEST_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+SHARED = shared_data_dir()
+
+
+def blobs(n=600, d=784, classes=10, seed=0, dtype=np.float32):
+    """Separable synthetic data: one random prototype per class plus noise."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((classes, d))
+    t = rng.integers(0, classes, n)
+    x = np.clip(protos[t] + 0.3 * rng.standard_normal((n, d)), 0, 1).astype(dtype)
+    return x, t
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, t = blobs(700)
+    return (x[:500], t[:500]), (x[500:], t[500:])
+
+
+def same_record(a: History, b: History) -> bool:
+    """Histories equal in everything but wall-clock seconds."""
+    return (a.step_loss, a.epoch_step, a.epoch_loss, a.train_acc, a.test_acc) == (
+        b.step_loss, b.epoch_step, b.epoch_loss, b.train_acc, b.test_acc)
+
+
+def params_equal(a, b):
+    return all(np.array_equal(a.params[k], b.params[k]) for k in ("W1", "b1", "W2", "b2"))
+
+
+def test_same_seed_same_weights_and_history(data):
+    kw = dict(iterations=120, batch_size=50, hidden_size=20, seed=7)
+    r1, r2 = train(data, **kw), train(data, **kw)
+    assert params_equal(r1.net, r2.net)
+    assert same_record(r1.history, r2.history)
+    r3 = train(data, **{**kw, "seed": 8})
+    assert not np.array_equal(r1.net.params["W1"], r3.net.params["W1"])
+
+
+def test_history_layout_and_learning(data):
+    seen = []
+    r = train(data, epochs=5, batch_size=50, hidden_size=20, seed=1, on_epoch=seen.append)
+    h = r.history
+    assert h.steps == 50 and len(h.step_loss) == 50
+    assert h.epoch_step == [10, 20, 30, 40, 50]
+    assert len(h.train_acc) == len(h.test_acc) == len(h.epoch_loss) == len(h.epoch_seconds) == 5
+    assert [rec.epoch for rec in seen] == [1.0, 2.0, 3.0, 4.0, 5.0] and isinstance(seen[0], EpochRecord)
+    assert h.epoch_loss[0] == pytest.approx(np.mean(h.step_loss[:10]))
+    assert h.test_acc[-1] > 0.9  # separable blobs
+    assert h.step_loss[-1] < h.step_loss[0]
+    assert r.seed == 1
+    for key in ("compile", "total", "gather", "step", "eval", "steps", "steps_per_second"):
+        assert key in r.timings
+    assert r.timings["steps"] == 50
+
+
+def test_partial_last_epoch_is_evaluated(data):
+    h = train(data, iterations=25, batch_size=50, hidden_size=10, seed=0).history
+    assert h.epoch_step == [10, 20, 25]
+
+
+def test_seed_none_is_recorded_and_reproducible(data):
+    r = train(data, iterations=15, batch_size=50, hidden_size=10)
+    again = train(data, iterations=15, batch_size=50, hidden_size=10, seed=r.seed)
+    assert params_equal(r.net, again.net)
+
+
+def test_one_hot_labels_and_float64(data):
+    (x, t), (xt, tt) = data
+    eye = np.eye(10, dtype=np.float64)
+    r = train(((x, eye[t]), (xt, eye[tt])), iterations=30, batch_size=50, hidden_size=10, dtype=np.float64, seed=3)
+    assert r.net.params["W1"].dtype == np.float64
+    assert 0 <= r.history.test_acc[-1] <= 1
+
+
+def test_resume_equals_uninterrupted_run(data, tmp_path):
+    kw = dict(batch_size=50, hidden_size=20, seed=11)
+    straight = train(data, iterations=60, **kw)
+    ckpt = tmp_path / "run" / "ckpt.npz"
+    first = train(data, iterations=30, checkpoint=ckpt, **kw)
+    assert load_checkpoint(ckpt).step == 30 and params_equal(load_checkpoint(ckpt).make_net(), first.net)
+    resumed = train(data, iterations=60, resume=ckpt, **kw)
+    assert params_equal(resumed.net, straight.net)
+    assert same_record(resumed.history, straight.history)
+    with pytest.raises(ValueError, match="already has 30 steps"):
+        train(data, iterations=30, resume=ckpt, **kw)
+
+
+def test_interrupt_saves_checkpoint_and_resume_finishes(data, tmp_path):
+    kw = dict(batch_size=50, hidden_size=20, seed=5)
+    ckpt = tmp_path / "ckpt.npz"
+
+    def stop_at_two(rec):
+        if rec.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, iterations=40, checkpoint=ckpt, on_epoch=stop_at_two, **kw)
+    assert load_checkpoint(ckpt).step == 20
+    # No iterations given: the checkpoint's target (40) is finished.
+    # No iterations, batch_size or lr given: the checkpoint's are used.
+    resumed = train(data, resume=ckpt)
+    straight = train(data, iterations=40, **kw)
+    assert resumed.history.steps == 40
+    assert same_record(resumed.history, straight.history)
+    assert params_equal(resumed.net, straight.net)
+
+
+def test_checkpoint_roundtrip_atomic_and_pickle_free(data, tmp_path):
+    r = train(data, iterations=20, batch_size=50, hidden_size=10, seed=2)
+    path = save_checkpoint(tmp_path / "c.npz", r.net, r.history, seed=2, dataset="blobs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz"]  # no temporary left
+    with np.load(path, allow_pickle=False) as z:  # readable without pickle
+        assert z["meta"].dtype.kind == "U"
+    c = load_checkpoint(path)
+    assert c.meta["dataset"] == "blobs" and c.meta["hidden_size"] == 10 and c.meta["dtype"] == "float32"
+    assert c.history == r.history
+    assert params_equal(c.make_net(), r.net)
+
+
+def test_bad_checkpoints(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="junk.npz"):
+        load_checkpoint(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a fastbp checkpoint"):
+        load_checkpoint(tmp_path / "other.npz")
+    np.savez(tmp_path / "pickled.npz", meta=np.array([{"format": "x"}], dtype=object))
+    with pytest.raises(ValueError, match="pickled.npz"):
+        load_checkpoint(tmp_path / "pickled.npz")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.npz")
+    # A checkpoint whose zip was cut short is an error, not a partial load.
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    good = save_checkpoint(tmp_path / "good.npz", net, History(), seed=0)
+    data = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.npz"):
+        load_checkpoint(tmp_path / "cut.npz")
+    assert zipfile.is_zipfile(good)
+
+
+def test_accuracy_chunked_equals_whole(data):
+    (x, t), _ = data
+    net = train(data, iterations=20, batch_size=50, hidden_size=10, seed=0).net
+    whole = accuracy(net, x, t, chunk_size=10000)
+    assert accuracy(net, x, t, chunk_size=7) == whole
+    assert whole == pytest.approx(np.mean(net.predict(x).argmax(axis=1) == t))
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
+        (dict(batch_size=1.5), TypeError, "batch_size must be an int"),
+        (dict(lr=-0.1), ValueError, "lr must be a positive"),
+        (dict(lr="0.1"), TypeError, "lr must be a float"),
+        (dict(dtype=np.int32), TypeError, "dtype must be float32 or float64"),
+        (dict(iterations=10, epochs=1), ValueError, "iterations or epochs"),
+        (dict(iterations=0), ValueError, "iterations must be >= 1"),
+        (dict(seed=-1), ValueError, "seed must be >= 0"),
+    ],
+)
+def test_argument_errors(data, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        train(data, **{"iterations": 5, **kw})
+
+
+def test_data_errors(data):
+    (x, t), test = data
+    with pytest.raises(TypeError, match="labels of shape"):
+        train(((x, t.astype(np.float32)), test), iterations=5)
+    with pytest.raises(ValueError, match="flatten=True"):
+        train(((x.reshape(-1, 1, 28, 28), t), test), iterations=5)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        train(((x, t[:-1]), test), iterations=5)
+    with pytest.raises(ValueError, match="labels in 0..9"):
+        train(((x, t), (test[0], test[1] + 10)), iterations=5)
+    with pytest.raises(ValueError, match="network expects 784"):
+        train(((x[:, :100], t), None), iterations=5, net=TwoLayerNet(784, 10, 10, seed=0))
+    with pytest.raises(TypeError, match="data must be"):
+        train((x, t), iterations=5)
+
+
+def test_no_test_set(data):
+    train_pair, _ = data
+    h = train((train_pair, None), iterations=10, batch_size=50, hidden_size=10, seed=0).history
+    assert np.isnan(h.test_acc[-1]) and 0 <= h.train_acc[-1] <= 1
+
+
+def test_plot_history_writes_png(data, tmp_path):
+    h = train(data, iterations=25, batch_size=50, hidden_size=10, seed=0).history
+    png = plot_history(h, tmp_path / "sub" / "curves.png", title="t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason=f"MNIST test split not found in {SHARED / 'mnist'} (set FASTBP_TEST_DATA)")
+def test_mnist_digits_8000_2000_short_run():
+    """Shorter version of the issue's check: first 8000 test images train, last 2000 test, >= 92 %."""
+    from fastbp.datasets import load_split
+
+    x, t = load_split("test", dataset="mnist", data_dir=SHARED, download=False)
+    r = train(((x[:8000], t[:8000]), (x[8000:], t[8000:])), iterations=1600, batch_size=100, lr=0.1,
+              hidden_size=50, seed=0)
+    assert r.history.test_acc[-1] >= 0.92, r.history.test_acc
