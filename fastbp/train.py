@@ -149,7 +149,7 @@ def _warm_up(input_size, hidden_size, output_size, dtype, xb, tb, x_eval) -> flo
 
     t0 = time.perf_counter()
     scratch = TwoLayerNet(input_size, hidden_size, output_size, dtype=dtype, seed=0)
-    scratch.train_step(xb, tb, 0.0)
+    scratch.train_step(xb, tb, 0.1)  # lr must be > 0; the network is thrown away
     scratch.predict(x_eval)
     return time.perf_counter() - t0
 
