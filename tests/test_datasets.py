@@ -132,7 +132,7 @@ def test_mnist_test_split_and_missing_train_images(isolated):
     assert x.shape == (10000, 784)
     assert t[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first MNIST test labels
     # The training images are not in the shared folder: a clear error, not a crash.
-    with pytest.raises(DatasetNotFoundError, match="train-images-idx3-ubyte.gz.*\n(.|\n)*Put the four files"):
+    with pytest.raises(DatasetNotFoundError, match="train-images-idx3-ubyte.gz not found(.|\n)*Put the four files"):
         load_mnist(data_dir=SHARED, download=False)
 
 

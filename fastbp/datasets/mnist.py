@@ -175,14 +175,14 @@ def _find_file(spec: DatasetSpec, fname: str, data_dir, download: bool, progress
         for candidate in (d / fname, d / fname.removesuffix(".gz")):
             if candidate.is_file():
                 return candidate
-    where = "\n  ".join(str(d) for d in dirs)
+    where = ", ".join(str(d) for d in dirs)
     files = ", ".join(f for pair in _FILES.values() for f in pair)
     hint = (
         f"Put the four files ({files}) in {cache_dir() / spec.name}, "
         f"or in <D>/{spec.name}/ and pass data_dir=<D> (CLI: --data-dir D) or set FASTBP_DATA_DIR=<D>."
     )
     if not download:
-        raise DatasetNotFoundError(f"{spec.name} file {fname} not found (download=False). Searched:\n  {where}\n{hint}")
+        raise DatasetNotFoundError(f"{spec.name} file {fname} not found and download=False.\nSearched: {where}\n{hint}")
     dest = cache_dir() / spec.name / fname
     errors = []
     for base in _mirrors(spec):
@@ -193,8 +193,8 @@ def _find_file(spec: DatasetSpec, fname: str, data_dir, download: bool, progress
             errors.append(str(exc))
     reasons = "\n  ".join(errors)
     raise DatasetNotFoundError(
-        f"{spec.name} file {fname} not found locally and the download failed.\n"
-        f"Searched:\n  {where}\nDownload errors:\n  {reasons}\n{hint}"
+        f"{spec.name} file {fname} not found locally and the download failed ({errors[-1] if errors else 'no mirror'}).\n"
+        f"Searched: {where}\nDownload errors:\n  {reasons}\n{hint}"
     )
 
 

@@ -1,0 +1,25 @@
+"""Numba kernels: ``@njit`` functions that write into caller-given buffers.
+
+They check nothing: shapes, dtypes and contiguity are the caller's contract (a wrong shape
+reads out of bounds). Python callers who want checks use :mod:`fastbp.ops`. The functions
+here can be called from your own ``@njit`` code::
+
+    from numba import njit
+    from fastbp.kernels import affine_forward, relu_forward
+
+    @njit
+    def hidden(x, W, b, h):
+        affine_forward(x, W, b, h)
+        relu_forward(h, h)
+"""
+from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from .affine import affine_backward, affine_forward, column_sum
+from .sgd import sgd_update
+from .network import two_layer_step
+from .softmax import softmax_cross_entropy, softmax_cross_entropy_rows
+
+__all__ = [
+    "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "affine_forward", "affine_backward", "column_sum",
+    "softmax_cross_entropy", "softmax_cross_entropy_rows", "sgd_update", "two_layer_step",
+]

@@ -1,0 +1,180 @@
+"""The book's ``TwoLayerNet``, plus a fused, allocation-free ``train_step``."""
+from collections import OrderedDict
+
+import numpy as np
+
+from . import kernels, ops
+from .gradient import numerical_gradient as _numerical_gradient
+from .layers import Affine, Relu, SoftmaxWithLoss
+
+_KEYS = ("W1", "b1", "W2", "b2")
+
+
+class TwoLayerNet:
+    """Affine - ReLU - Affine - SoftmaxWithLoss, with the book's attributes and methods.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+    weight_init_std : float
+        Weights are ``weight_init_std * N(0, 1)``; biases start at 0.
+    dtype : {np.float64, np.float32}
+        Parameter dtype. float64 (the book's) by default; float32 trains about twice as fast
+        and is what :mod:`fastbp.train` uses.
+    seed : int or None
+        Seeds a private ``np.random.default_rng``; None draws from ``np.random`` like the
+        book, so ``np.random.seed`` still applies.
+    """
+
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *,
+                 dtype=np.float64, seed=None):
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("output_size", output_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+            if v < 1:
+                raise ValueError(f"{name} must be at least 1, got {v}")
+        dtype = np.dtype(dtype)
+        if dtype not in ops._FLOATS:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.dtype = dtype
+        if seed is None:
+            randn = np.random.randn
+        else:
+            rng = np.random.default_rng(seed)
+            randn = lambda *shape: rng.standard_normal(shape)  # noqa: E731
+        self.params = {}
+        self.params["W1"] = (weight_init_std * randn(input_size, hidden_size)).astype(dtype)
+        self.params["b1"] = np.zeros(hidden_size, dtype)
+        self.params["W2"] = (weight_init_std * randn(hidden_size, output_size)).astype(dtype)
+        self.params["b2"] = np.zeros(output_size, dtype)
+        self._build_layers()
+        self._work = {}
+
+    def _build_layers(self):
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+        self.lastLayer = SoftmaxWithLoss()
+
+    # -- the book's API -------------------------------------------------------------------
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        y = self.predict(x)
+        return self.lastLayer.forward(y, t)
+
+    def accuracy(self, x, t):
+        y = np.argmax(self.predict(x), axis=1)
+        t = np.asarray(t)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(y.shape[0])
+
+    def numerical_gradient(self, x, t):
+        loss_W = lambda W: self.loss(x, t)  # noqa: E731  (the book's form)
+        return {k: _numerical_gradient(loss_W, self.params[k]) for k in _KEYS}
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        return {"W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
+                "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db}
+
+    # -- fused training -------------------------------------------------------------------
+    def _buffers(self, n, onehot):
+        key = (n, onehot)
+        work = self._work.get(key)
+        if work is None:
+            H = self.params["W1"].shape[1]
+            C = self.params["W2"].shape[1]
+            dt = self.dtype
+            work = (np.empty((n, H), dt), np.empty((n, C), dt), np.empty((n, C), dt),
+                    np.empty((n, H), dt),
+                    *(np.empty(self.params[k].shape, dt) for k in _KEYS), np.empty(n))
+            if len(self._work) >= 4:  # a training loop sees one or two batch sizes
+                self._work.clear()
+            self._work[key] = work
+        return work
+
+    def _checked_params(self):
+        p = [self.params[k] for k in _KEYS]
+        for k, a in zip(_KEYS, p):
+            if (not isinstance(a, np.ndarray) or a.dtype != self.dtype
+                    or not a.flags.c_contiguous or not a.flags.writeable):
+                raise ValueError(f"params['{k}'] must stay a writeable C-contiguous "
+                                 f"{self.dtype} array; update it in place (-=)")
+        d, H = p[0].shape
+        if p[1].shape != (H,) or p[2].shape[0] != H or p[3].shape != (p[2].shape[1],):
+            raise ValueError("params have inconsistent shapes: "
+                             + ", ".join(f"{k}{a.shape}" for k, a in zip(_KEYS, p)))
+        return p
+
+    def _step(self, x, t, lr):
+        W1, b1, W2, b2 = self._checked_params()
+        x = np.asarray(x)
+        if x.ndim != 2:
+            x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+        x = ops._batch("x", x.astype(self.dtype, copy=False) if x.dtype in ops._FLOATS
+                       or np.issubdtype(x.dtype, np.integer) else x)
+        if x.shape[1] != W1.shape[0]:
+            raise ValueError(f"x must have {W1.shape[0]} features per row, got shape {x.shape}")
+        t = ops._targets(t, np.empty((x.shape[0], W2.shape[1]), self.dtype))
+        work = self._buffers(x.shape[0], t.ndim == 2)
+        loss = kernels.two_layer_step(x, t, W1, b1, W2, b2, lr, *work)
+        return loss, work
+
+    def train_step(self, x, t, lr):
+        """One SGD step on a batch, as one compiled call: returns the batch loss.
+
+        Forward, backward and ``params[k] -= lr * grad[k]`` fused (see
+        :mod:`fastbp.kernels.network`); allocates nothing once a batch size has been seen.
+
+        Parameters
+        ----------
+        x : array_like, (n, input_size) (or (n, ...) reshaped), float; cast to the net's dtype
+        t : array_like, (n,) integer labels or (n, output_size) one-hot rows
+        lr : float, > 0
+
+        Returns
+        -------
+        float
+            Mean loss of the batch before the update.
+        """
+        lr = float(lr)
+        if not (lr > 0 and np.isfinite(lr)):
+            raise ValueError(f"lr must be a positive finite number, got {lr}")
+        return self._step(x, t, lr)[0]
+
+    def fused_gradient(self, x, t):
+        """The gradients of :meth:`gradient`, from the fused kernel (fresh arrays)."""
+        _, work = self._step(x, t, 0.0)
+        return {k: g.copy() for k, g in zip(_KEYS, work[4:8])}
+
+
+def gradient_check(net, x, t, h=1e-4):
+    """Mean absolute difference between backprop and numerical gradients, per parameter.
+
+    Both are computed in float64 on a copy of `net`, so a float32 network is checked too.
+
+    Returns
+    -------
+    dict
+        ``{"W1": float, "b1": float, "W2": float, "b2": float}``; around 1e-10 to 1e-7 for
+        a correct backward pass.
+    """
+    W1 = net.params["W1"]
+    twin = TwoLayerNet(W1.shape[0], W1.shape[1], net.params["W2"].shape[1], dtype=np.float64,
+                       seed=0)
+    for k in _KEYS:
+        twin.params[k][...] = net.params[k]
+    x = np.asarray(x, dtype=np.float64)
+    grad_numerical = twin.numerical_gradient(x, t)
+    grad_backprop = twin.gradient(x, t)
+    return {k: float(np.average(np.abs(grad_backprop[k] - grad_numerical[k]))) for k in _KEYS}

@@ -1,0 +1,93 @@
+"""Thread policy: Numba's pool and the BLAS pools must not fight over the cores.
+
+fastbp runs three thread pools in one process: Numba's (the ``prange`` kernels) and two
+OpenBLAS pools (NumPy bundles one, SciPy another; Numba's ``np.dot`` calls SciPy's). On a
+2-core machine, a step whose BLAS calls and Numba regions alternate measured:
+
+=====================================  ======================
+threading layer                        batch-100 train step
+=====================================  ======================
+``omp`` (GNU OpenMP, active waiting)   11 900 us
+``workqueue``                          480-520 us
+``omp`` with ``OMP_WAIT_POLICY=passive`` 250 us
+``tbb``                                250-290 us
+Numba pool of 1 thread                 230-300 us
+=====================================  ======================
+
+OpenMP's default active waiting keeps its workers spinning on the cores that OpenBLAS's
+threads need. The policy:
+
+1. At import, unless you set ``NUMBA_THREADING_LAYER`` yourself, fastbp selects the
+   ``tbb`` layer (its workers sleep when idle) when the ``tbb`` package is installed, else
+   ``omp`` with ``OMP_WAIT_POLICY=PASSIVE`` (if OpenMP is not loaded yet), else Numba's
+   default.
+2. Kernels never call BLAS inside a parallel region; Numba's pool and BLAS take turns.
+3. Small work runs the serial twin of each kernel (thresholds in
+   ``fastbp/kernels/_compile.py``): a fork/join costs more than the work.
+4. :func:`set_num_threads` sets Numba's pool and both OpenBLAS pools to the same count,
+   through threadpoolctl, so one knob controls all of them.
+
+Determinism: every Numba kernel sums in a fixed order, so results are bit-identical for any
+size of Numba's pool. OpenBLAS is not: its GEMMs on 1 and on 2 threads differ in the last
+bits (measured on a 300-step run). Runs are reproducible bit for bit at a fixed
+:func:`set_num_threads` value; across values they agree to rounding.
+"""
+import os
+
+import numba
+
+_layer_env = "NUMBA_THREADING_LAYER" in os.environ
+
+
+def _choose_threading_layer():
+    if _layer_env:
+        return
+    try:
+        import tbb  # noqa: F401  (the TBB runtime Numba's tbb layer links against)
+        numba.config.THREADING_LAYER = "tbb"
+    except ImportError:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_choose_threading_layer()
+
+_controller = None
+
+
+def _blas_controller():
+    # Building a ThreadpoolController scans the loaded libraries (milliseconds): do it once,
+    # after SciPy's BLAS is loaded (importing scipy.linalg loads it).
+    global _controller
+    if _controller is None:
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+        _controller = ThreadpoolController()
+    return _controller
+
+
+def set_num_threads(n):
+    """Use `n` threads in Numba's pool and in the BLAS pools of NumPy and SciPy.
+
+    Parameters
+    ----------
+    n : int
+        Between 1 and ``numba.config.NUMBA_NUM_THREADS`` (the cores Numba saw at start-up).
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    top = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= n <= top:
+        raise ValueError(f"n must be between 1 and {top} (NUMBA_NUM_THREADS), got {n}")
+    numba.set_num_threads(n)
+    _blas_controller().select(user_api="blas").limit(limits=n)
+
+
+def get_num_threads():
+    """Threads in Numba's pool (the BLAS pools follow :func:`set_num_threads`)."""
+    return numba.get_num_threads()
+
+
+def blas_threads():
+    """Thread counts of the loaded BLAS libraries, ``{filepath: num_threads}``."""
+    return {lib.filepath: lib.num_threads
+            for lib in _blas_controller().select(user_api="blas").lib_controllers}

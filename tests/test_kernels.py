@@ -1,0 +1,224 @@
+"""Every kernel against tests/reference.py, through the validated wrappers and directly."""
+import numpy as np
+import pytest
+from numba import njit
+
+from fastbp import kernels as K
+from fastbp import ops
+from fastbp.kernels import activations as KA, affine as KF, network as KN, sgd as KS
+from fastbp.kernels import softmax as KM
+
+import reference as R
+from conftest import BATCHES, DTYPES, layouts, tol
+
+D, M, C = 13, 9, 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("layout", ["C", "strided"])
+class TestAgainstReference:
+    def test_relu(self, rng, n, dtype, layout):
+        x = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
+        x[0, 0] = 0  # the book: gradient 0 at exactly 0
+        g = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
+        out = ops.relu_forward(x)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, R.relu_forward(x))
+        dx = ops.relu_backward(x, g)
+        np.testing.assert_array_equal(dx, R.relu_backward(x, g))
+        assert dx[0, 0] == 0
+
+    def test_sigmoid(self, rng, n, dtype, layout):
+        x = layouts((10 * rng.standard_normal((n, D))).astype(dtype))[layout]
+        g = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
+        y = ops.sigmoid_forward(x)
+        np.testing.assert_allclose(y, R.sigmoid_forward(x), **tol(dtype))
+        np.testing.assert_allclose(ops.sigmoid_backward(y, g), R.sigmoid_backward(y, g),
+                                   **tol(dtype))
+
+    def test_affine(self, rng, n, dtype, layout):
+        x = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
+        x[x < -0.5] = 0  # exercise the zero-skipping path
+        W = layouts(rng.standard_normal((D, M)).astype(dtype))[layout]
+        b = rng.standard_normal(M).astype(dtype)
+        g = layouts(rng.standard_normal((n, M)).astype(dtype))[layout]
+        np.testing.assert_allclose(ops.affine_forward(x, W, b), R.affine_forward(x, W, b),
+                                   **tol(dtype))
+        dx, dW, db = ops.affine_backward(g, x, W)
+        for got, want in zip((dx, dW, db), R.affine_backward(g, x, W)):
+            assert got.dtype == dtype
+            np.testing.assert_allclose(got, want, **tol(dtype))
+        none, dW2, db2 = ops.affine_backward(g, x, W, need_dx=False)
+        assert none is None
+        np.testing.assert_array_equal(dW2, dW)
+        np.testing.assert_array_equal(db2, db)
+
+    def test_softmax_cross_entropy(self, rng, n, dtype, layout):
+        x = layouts((3 * rng.standard_normal((n, C))).astype(dtype))[layout]
+        labels = rng.integers(0, C, n)
+        for t in (labels, np.eye(C, dtype=dtype)[labels], labels.astype(np.uint8)):
+            loss, dx = ops.softmax_cross_entropy(x, t)
+            want_loss, want_dx = R.softmax_cross_entropy(x, labels)
+            assert loss == pytest.approx(want_loss, rel=1e-6 if dtype == np.float32 else 1e-12)
+            np.testing.assert_allclose(dx, want_dx, **tol(dtype))
+
+    def test_sgd(self, rng, n, dtype, layout):
+        p = rng.standard_normal((n, D)).astype(dtype)
+        g = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
+        want = R.sgd_update(p, g, 0.1)
+        assert ops.sgd_update(p, g, 0.1) is p
+        np.testing.assert_allclose(p, want, **tol(dtype))
+
+
+def test_softmax_soft_targets(rng):
+    """Probability rows that are not one-hot are valid targets too."""
+    x = rng.standard_normal((5, C))
+    t = rng.random((5, C))
+    t /= t.sum(axis=1, keepdims=True)
+    loss, dx = ops.softmax_cross_entropy(x, t)
+    want_loss, want_dx = R.softmax_cross_entropy(x, t)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-14)
+
+
+# -- serial and parallel twins return the same bits ---------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 1000])
+def test_twins_identical(rng, n, dtype):
+    x = rng.standard_normal((n, 50)).astype(dtype)
+    x[x < 0] = 0
+    W = rng.standard_normal((50, 20)).astype(dtype)
+    b = rng.standard_normal(20).astype(dtype)
+    g = rng.standard_normal((n, 20)).astype(dtype)
+    flat = x.reshape(-1)
+
+    def both(serial, parallel, *args_and_out):
+        *args, out = args_and_out
+        o1, o2 = np.empty_like(out), np.empty_like(out)
+        serial(*args, o1)
+        parallel(*args, o2)
+        np.testing.assert_array_equal(o1, o2)
+
+    both(KA._relu_forward_serial, KA._relu_forward_parallel, flat, flat)
+    both(KA._relu_backward_serial, KA._relu_backward_parallel, flat, flat, flat)
+    both(KA._sigmoid_forward_serial, KA._sigmoid_forward_parallel, flat, flat)
+    both(KA._sigmoid_backward_serial, KA._sigmoid_backward_parallel, flat, flat, flat)
+    both(KF._affine_forward_serial, KF._affine_forward_parallel, x, W, b, g)
+    both(KF._dW_serial, KF._dW_parallel, x, g, W)
+    both(KF._dx_serial, KF._dx_parallel, g, W, x)
+    labels = rng.integers(0, 20, n)
+    r1, r2 = np.empty(n), np.empty(n)
+    d1, d2 = np.empty_like(g), np.empty_like(g)
+    KM._rows_serial(g, labels, d1, r1)
+    KM._rows_parallel(g, labels, d2, r2)
+    np.testing.assert_array_equal(d1, d2)
+    np.testing.assert_array_equal(r1, r2)
+    p1, p2 = W.copy(), W.copy()
+    KS._sgd_serial(p1.reshape(-1), W.reshape(-1), 0.1)
+    KS._sgd_parallel(p2.reshape(-1), W.reshape(-1), 0.1)
+    np.testing.assert_array_equal(p1, p2)
+
+
+def test_network_twins_identical(rng):
+    n, H, C_ = 300, 16, 10
+    h0 = rng.standard_normal((n, H))
+    t = rng.integers(0, C_, n)
+    W2 = rng.standard_normal((H, C_))
+    b1, b2 = rng.standard_normal(H), rng.standard_normal(C_)
+    outs = []
+    for rows, grad in ((KN._rows_serial, KN._small_grad_serial),
+                       (KN._rows_parallel, KN._small_grad_parallel)):
+        h = h0.copy()
+        y, dy, dh, rl, dW2 = (np.empty((n, C_)), np.empty((n, C_)), np.empty((n, H)),
+                              np.empty(n), np.empty((H, C_)))
+        rows(t, b1, W2, b2, h, y, dy, dh, rl)
+        grad(h, dy, dW2)
+        outs.append((h, y, dy, dh, rl, dW2))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
+# -- finite differences for every backward ------------------------------------------------
+
+def _fd(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        a = f()
+        x[i] = old - h
+        b = f()
+        x[i] = old
+        g[i] = (a - b) / (2 * h)
+    return g
+
+
+def test_backwards_match_finite_differences(rng):
+    x = rng.standard_normal((4, 5))
+    x[np.abs(x) < 0.05] = 0.3  # stay away from the ReLU kink
+    W = rng.standard_normal((5, 3))
+    b = rng.standard_normal(3)
+    up = rng.standard_normal((4, 5))
+    up3 = rng.standard_normal((4, 3))
+    t = rng.integers(0, 3, 4)
+
+    relu_loss = lambda: float((ops.relu_forward(x) * up).sum())  # noqa: E731
+    np.testing.assert_allclose(ops.relu_backward(x, up), _fd(relu_loss, x), atol=1e-8)
+
+    sig_loss = lambda: float((ops.sigmoid_forward(x) * up).sum())  # noqa: E731
+    np.testing.assert_allclose(ops.sigmoid_backward(ops.sigmoid_forward(x), up),
+                               _fd(sig_loss, x), atol=1e-8)
+
+    aff_loss = lambda: float((ops.affine_forward(x, W, b) * up3).sum())  # noqa: E731
+    dx, dW, db = ops.affine_backward(up3, x, W)
+    np.testing.assert_allclose(dx, _fd(aff_loss, x), atol=1e-8)
+    np.testing.assert_allclose(dW, _fd(aff_loss, W), atol=1e-8)
+    np.testing.assert_allclose(db, _fd(aff_loss, b), atol=1e-8)
+
+    logits = x[:, :3].copy()
+    ce_loss = lambda: ops.softmax_cross_entropy(logits, t)[0]  # noqa: E731
+    np.testing.assert_allclose(ops.softmax_cross_entropy(logits, t)[1], _fd(ce_loss, logits),
+                               atol=1e-8)
+
+
+# -- callable from users' own @njit code --------------------------------------------------
+
+@njit
+def _user_mlp_step(x, t, W, b, out, dout, dW, db, lr):
+    """A user's own compiled training step for a one-layer softmax classifier."""
+    K.affine_forward(x, W, b, out)
+    loss = K.softmax_cross_entropy(out, t, dout)
+    K.affine_backward(dout, x, W, dW, db)
+    K.sgd_update(W, dW, lr)
+    K.sgd_update(b, db, lr)
+    K.relu_forward(out, out)
+    K.sigmoid_forward(out, out)
+    return loss
+
+
+def test_kernels_callable_from_user_njit(rng):
+    x = rng.standard_normal((8, 6))
+    t = rng.integers(0, 4, 8)
+    W = rng.standard_normal((6, 4))
+    b = np.zeros(4)
+    W0 = W.copy()
+    out, dout, dW, db = np.empty((8, 4)), np.empty((8, 4)), np.empty((6, 4)), np.empty(4)
+    loss = _user_mlp_step(x, t, W, b, out, dout, dW, db, 0.5)
+    want_loss, want_dy = R.softmax_cross_entropy(x @ W0, t)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    np.testing.assert_allclose(W, W0 - 0.5 * x.T @ want_dy, rtol=1e-12)
+    np.testing.assert_allclose(b, -0.5 * want_dy.sum(0), rtol=1e-12, atol=1e-15)
+
+
+def test_column_sum_independent_of_threads(rng):
+    import numba
+    a = rng.standard_normal((5000, 10)).astype(np.float32)
+    outs = []
+    for n in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(n)
+        o = np.empty(10, np.float32)
+        K.column_sum(a, o)
+        outs.append(o)
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -1,0 +1,159 @@
+"""TwoLayerNet: the book's methods, the fused train_step, determinism, buffers."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fastbp import TwoLayerNet, gradient_check
+
+import reference as R
+from conftest import DTYPES
+
+
+def data(rng, n=5, d=20, c=4, onehot=False):
+    x = rng.random((n, d))
+    x[x < 0.3] = 0
+    t = rng.integers(0, c, n)
+    return x, (np.eye(c)[t] if onehot else t)
+
+
+def test_book_attributes():
+    net = TwoLayerNet(784, 50, 10)
+    assert list(net.params) == ["W1", "b1", "W2", "b2"]
+    assert list(net.layers) == ["Affine1", "Relu1", "Affine2"]
+    assert net.params["W1"].shape == (784, 50) and net.params["b2"].shape == (10,)
+    assert net.layers["Affine1"].W is net.params["W1"]
+    assert net.params["W1"].dtype == np.float64
+
+
+def test_book_seeding_follows_np_random():
+    np.random.seed(3)
+    a = TwoLayerNet(5, 4, 3).params["W1"]
+    np.random.seed(3)
+    b = TwoLayerNet(5, 4, 3).params["W1"]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(TwoLayerNet(5, 4, 3, seed=1).params["W1"],
+                                  TwoLayerNet(5, 4, 3, seed=1).params["W1"])
+
+
+@pytest.mark.parametrize("onehot", [False, True])
+def test_gradient_matches_reference_and_numerical(rng, onehot):
+    net = TwoLayerNet(20, 8, 4, weight_init_std=0.5, seed=0)
+    x, t = data(rng, onehot=onehot)
+    grads = net.gradient(x, t)
+    loss, want = R.two_layer(x, t, *(net.params[k] for k in ("W1", "b1", "W2", "b2")))
+    assert net.loss(x, t) == pytest.approx(loss, rel=1e-12)
+    numerical = net.numerical_gradient(x, t)
+    for k in want:
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(grads[k], numerical[k], rtol=1e-5, atol=1e-7)
+    fused = net.fused_gradient(x, t)
+    for k in want:
+        np.testing.assert_allclose(fused[k], want[k], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_check_values(rng, dtype):
+    net = TwoLayerNet(20, 8, 4, weight_init_std=0.5, dtype=dtype, seed=0)
+    x, t = data(rng, n=3, onehot=True)
+    diffs = gradient_check(net, x, t)
+    assert set(diffs) == {"W1", "b1", "W2", "b2"}
+    assert all(d < 1e-6 for d in diffs.values()), diffs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 1000])
+def test_train_step_equals_book_update(rng, dtype, n):
+    net = TwoLayerNet(30, 16, 10, weight_init_std=0.3, dtype=dtype, seed=1)
+    x, t = data(rng, n=n, d=30, c=10)
+    before = {k: v.astype(np.float64) for k, v in net.params.items()}
+    loss, grads = R.two_layer(x, t, *(before[k] for k in ("W1", "b1", "W2", "b2")))
+    got = net.train_step(x.astype(dtype), t, 0.1)
+    assert got == pytest.approx(loss, rel=1e-5 if dtype == np.float32 else 1e-12)
+    for k in before:
+        np.testing.assert_allclose(net.params[k], before[k] - 0.1 * grads[k],
+                                   rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-6 if dtype == np.float32 else 1e-14)
+    # the layers see the update (same arrays)
+    assert net.layers["Affine2"].b is net.params["b2"]
+
+
+def test_train_step_reuses_buffers(rng):
+    net = TwoLayerNet(30, 16, 10, seed=1)
+    x, t = data(rng, n=8, d=30, c=10)
+    net.train_step(x, t, 0.1)
+    work = next(iter(net._work.values()))
+    ids = [id(a) for a in work]
+    for _ in range(3):
+        net.train_step(x, t, 0.1)
+    assert [id(a) for a in next(iter(net._work.values()))] == ids and len(net._work) == 1
+
+
+def test_train_step_learns(rng):
+    net = TwoLayerNet(30, 16, 4, weight_init_std=0.1, dtype=np.float32, seed=2)
+    x = rng.random((200, 30)).astype(np.float32)
+    t = (x[:, :4]).argmax(axis=1)
+    first = net.train_step(x, t, 0.5)
+    for _ in range(300):
+        last = net.train_step(x, t, 0.5)
+    assert last < 0.5 * first
+    assert net.accuracy(x, t) > 0.8
+
+
+@pytest.mark.parametrize("bad, exc, words", [
+    (dict(lr=-1.0), ValueError, "lr must be a positive"),
+    (dict(x=np.ones((3, 7))), ValueError, "x must have 30 features"),
+    (dict(x=np.ones((0, 30))), ValueError, "empty batch"),
+    (dict(t=np.array([0, 1, 10])), ValueError, "labels in t must be in [0, 10)"),
+    (dict(t=np.ones((3, 9))), ValueError, "one-hot t"),
+    (dict(x=np.array([["a"] * 30] * 3)), TypeError, "x must be float"),
+])
+def test_train_step_errors(bad, exc, words):
+    net = TwoLayerNet(30, 16, 10, seed=1)
+    args = dict(x=np.ones((3, 30)), t=np.array([0, 1, 2]), lr=0.1)
+    args.update(bad)
+    with pytest.raises(exc) as info:
+        net.train_step(**args)
+    assert words in str(info.value)
+
+
+def test_train_step_rejects_replaced_params():
+    net = TwoLayerNet(30, 16, 10, seed=1)
+    net.params["W1"] = np.asfortranarray(net.params["W1"])
+    with pytest.raises(ValueError, match="params\\['W1'\\] must stay"):
+        net.train_step(np.ones((3, 30)), np.array([0, 1, 2]), 0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_train_step_bit_identical_1_and_2_threads(dtype):
+    """Same seed, same batches: identical bits with Numba's pool on 1 and on 2 threads.
+
+    Run in subprocesses so each thread count starts a fresh pool, and over batch sizes that
+    take the serial and the parallel paths. The BLAS pools keep their count: OpenBLAS
+    itself rounds differently on 1 and 2 threads (measured; see the README).
+    """
+    script = textwrap.dedent(f"""
+        import sys, numba, numpy as np, fastbp
+        numba.set_num_threads(int(sys.argv[1]))
+        rng = np.random.default_rng(0)
+        net = fastbp.TwoLayerNet(784, 50, 10, dtype=np.{np.dtype(dtype).name}, seed=0)
+        x = rng.random((3000, 784)).astype(net.dtype); x[x < 0.5] = 0
+        t = rng.integers(0, 10, 3000)
+        for n in (1, 100, 2000, 100, 3000):
+            for i in range(5):
+                idx = rng.integers(0, 3000, n)
+                net.train_step(x[idx], t[idx], 0.1)
+        sys.stdout.buffer.write(b"".join(net.params[k].tobytes() for k in ("W1","b1","W2","b2")))
+    """)
+    outs = [subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True,
+                           check=True).stdout for n in (1, 2)]
+    assert len(outs[0]) > 0 and outs[0] == outs[1]
+
+
+def test_bad_constructor_args():
+    with pytest.raises(ValueError, match="hidden_size must be at least 1"):
+        TwoLayerNet(4, 0, 2)
+    with pytest.raises(TypeError, match="dtype must be float32 or float64"):
+        TwoLayerNet(4, 3, 2, dtype=np.int32)
