@@ -202,7 +202,9 @@ def run_speed(args) -> dict:
         for rep in range(args.repeat):
             t0 = time.perf_counter()
             res = train(((x_train, t_train), (x_test, t_test)), iterations=args.iters, batch_size=100, lr=0.1,
-                        hidden_size=50, dtype=np.dtype(dtype).type, seed=args.seed + rep)
+                        hidden_size=50, dtype=np.dtype(dtype).type, seed=args.seed + rep,
+                        on_epoch=(lambda rec: print(f"  epoch {rec.epoch:5.2f}: {rec.seconds:.2f} s", flush=True))
+                        if args.verbose else None)
             wall = time.perf_counter() - t0
             tm = res.timings
             r = runs.setdefault(f"fastbp_{dtype}", [])
@@ -263,6 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="fastbp.set_num_threads(T) first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mnist-split", action="store_true", help="run the MNIST 8000/2000 accuracy check instead")
+    p.add_argument("--verbose", action="store_true", help="print the seconds of every fastbp epoch")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     out = run_mnist_split(args) if args.mnist_split else run_speed(args)
