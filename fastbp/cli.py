@@ -223,7 +223,8 @@ def cmd_train(args) -> int:
     wall = time.perf_counter() - t0
     tm, h = result.timings, result.history
     print(f"done: {tm['steps']} steps in {wall:.2f} s wall (kernel compile {tm['compile']:.2f} s, "
-          f"evaluation {tm['eval']:.2f} s), {tm['steps_per_second']:.0f} steps/s; "
+          f"evaluation {tm['eval']:.2f} s, batch gather {tm['gather']:.2f} s, train_step {tm['step']:.2f} s), "
+          f"{tm['steps_per_second']:.0f} steps/s; "
           f"final test acc {h.test_acc[-1]:.4f}; seed {result.seed}")
     if out:
         png = plot_history(h, out / "curves.png",
