@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from fastbp import datasets
 from fastbp.datasets import mnist as mnist_mod
@@ -81,6 +84,25 @@ def test_parse_idx_rejects_bad_data(data, match):
     with pytest.raises(ValueError, match=match) as info:
         parse_idx(data, "some-file", ndim=3)
     assert "some-file" in str(info.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.uint8, array_shapes(min_dims=1, max_dims=3, max_side=6)), st.data())
+def test_parse_idx_roundtrip_and_every_truncation_fails(a, data):
+    raw = idx_bytes(a)
+    np.testing.assert_array_equal(parse_idx(raw), a)
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(ValueError):
+        parse_idx(raw[:cut])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=48))
+def test_parse_idx_random_bytes_never_crash(raw):
+    try:
+        parse_idx(raw)
+    except ValueError:
+        pass
 
 
 def test_read_idx_gzip_plain_truncated_and_corrupt(tmp_path):

@@ -9,6 +9,7 @@ show up much later as a wrong accuracy instead of as an error here.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -71,7 +72,8 @@ def parse_idx(data: bytes, name: str = "<bytes>", *, ndim: int | None = None) ->
         raise ValueError(f"{name}: truncated IDX header: {len(data)} bytes, the header alone needs {header}")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=nd, offset=4))
     dtype = _IDX_DTYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: a forged header with huge dimensions must not overflow into a match.
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(
