@@ -179,9 +179,11 @@ def cmd_train(args) -> int:
 
     ckpt, s = _resolve_train_settings(args)
     _set_threads(args.threads)
-    data = load_mnist(dataset=s["dataset"], data_dir=args.data_dir, download=not args.no_download)
     out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)  # fail before loading data and training, not after
     ckpt_path = out / "checkpoint.npz" if out else None
+    data = load_mnist(dataset=s["dataset"], data_dir=args.data_dir, download=not args.no_download)
 
     header = f"{'epoch':>7} {'step':>7} {'loss':>8} {'train acc':>9} {'test acc':>9} {'seconds':>8}"
     printed_header = False
@@ -276,7 +278,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DatasetNotFoundError, FileNotFoundError, ValueError, TypeError) as exc:
+    # OSError covers unwritable --out folders and unreadable files as well as FileNotFoundError.
+    except (UsageError, DatasetNotFoundError, OSError, ValueError, TypeError) as exc:
         print(f"fastbp: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

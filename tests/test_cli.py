@@ -73,6 +73,15 @@ def test_train_out_and_resume(tmp_path, capsys):
 
 
 @needs_fashion
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--no-progress", "--iters", "3",
+                 "--hidden", "5", "--out", str(blocker / "run")]) == 2
+    assert "file" in one_line_error(capsys)
+
+
+@needs_fashion
 def test_train_threads_calls_set_num_threads(monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(fastbp, "set_num_threads", calls.append)
