@@ -193,6 +193,15 @@ def test_lookup_order_data_dir_env_cache(isolated, tmp_path, monkeypatch):
     assert dirs[:3] == [tmp_path / "arg" / "mnist", tmp_path / "env" / "mnist", isolated / "mnist"]
 
 
+def test_system_folder_is_searched_after_the_cache(isolated, tmp_path, monkeypatch):
+    # Stands in for /usr/share/datasets, where Debian's dataset-fashion-mnist installs.
+    _write_split(tmp_path / "usr-share" / "fashion-mnist", 6)
+    monkeypatch.setattr(mnist_mod, "SYSTEM_DIRS", (tmp_path / "usr-share",))
+    assert load_split("test", dataset="fashion-mnist", download=False, normalize=False)[1][0] == 6
+    _write_split(isolated / "fashion-mnist", 5)
+    assert load_split("test", dataset="fashion-mnist", download=False, normalize=False)[1][0] == 5
+
+
 def test_corrupt_local_file_is_an_error_not_a_fallback(isolated):
     _write_split(isolated / "mnist", 4)
     (isolated / "mnist" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(9999, np.uint8))))
