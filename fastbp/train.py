@@ -332,7 +332,7 @@ def train(
     lr = float(lr)
     t_start = time.perf_counter()
     t_epoch = t_start
-    epoch_first = start  # first step of the current evaluation period
+    flushed = start  # steps whose losses are already in history.step_loss
     block_id, block = -1, None
     bar = tqdm(total=iterations, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
                mininterval=0.25)
@@ -358,7 +358,11 @@ def train(
             if done % 64 == 0:
                 bar.update(done - bar.n)
             if done % iter_per_epoch == 0 or done == iterations:
-                history.step_loss.extend(step_loss[epoch_first - start:done - start].tolist())
+                history.step_loss.extend(step_loss[flushed - start:done - start].tolist())
+                flushed = done
+                # The period since the previous evaluation, which may have begun
+                # before a resume from a checkpoint written on Ctrl-C.
+                period_first = history.epoch_step[-1] if history.epoch_step else 0
                 te = time.perf_counter()
                 train_acc = accuracy(net, x_train, t_train, chunk_size=eval_chunk)
                 test_acc = accuracy(net, x_test, t_test, chunk_size=eval_chunk) if x_test is not None else math.nan
@@ -367,7 +371,7 @@ def train(
                 rec = EpochRecord(
                     epoch=done / iter_per_epoch,
                     step=done,
-                    loss=float(np.mean(step_loss[epoch_first - start:done - start])),
+                    loss=float(np.mean(history.step_loss[period_first:done])),
                     train_acc=train_acc,
                     test_acc=test_acc,
                     seconds=now - t_epoch,
@@ -377,7 +381,7 @@ def train(
                 history.train_acc.append(rec.train_acc)
                 history.test_acc.append(rec.test_acc)
                 history.epoch_seconds.append(rec.seconds)
-                epoch_first, t_epoch = done, now
+                t_epoch = now
                 bar.update(done - bar.n)
                 bar.set_postfix(loss=f"{rec.loss:.3f}", test_acc=f"{test_acc:.4f}", refresh=False)
                 save()
@@ -386,7 +390,7 @@ def train(
     except KeyboardInterrupt:
         # Keep the finished steps: losses not yet moved into the history go in
         # now, so the checkpoint's step count matches its weights.
-        history.step_loss.extend(step_loss[epoch_first - start:done - start].tolist())
+        history.step_loss.extend(step_loss[flushed - start:done - start].tolist())
         save()
         raise
     finally:

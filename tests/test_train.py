@@ -125,6 +125,37 @@ def test_interrupt_saves_checkpoint_and_resume_finishes(data, tmp_path):
     assert params_equal(resumed.net, straight.net)
 
 
+class InterruptAt:
+    """A network that behaves like ``net`` until its ``n``-th train_step, which raises KeyboardInterrupt."""
+
+    def __init__(self, net, n):
+        self.net, self.n, self.calls = net, n, 0
+        self.params = net.params
+
+    def train_step(self, x, t, lr):
+        self.calls += 1
+        if self.calls == self.n:
+            raise KeyboardInterrupt
+        return self.net.train_step(x, t, lr)
+
+    def predict(self, x):
+        return self.net.predict(x)
+
+
+def test_interrupt_mid_epoch_then_resume_is_exact(data, tmp_path):
+    kw = dict(batch_size=50, hidden_size=20, seed=9)
+    ckpt = tmp_path / "ckpt.npz"
+    net = InterruptAt(TwoLayerNet(784, 20, 10, dtype=np.float32, seed=9), n=26)
+    with pytest.raises(KeyboardInterrupt):
+        train(data, iterations=40, checkpoint=ckpt, net=net, warmup=False, **kw)
+    assert load_checkpoint(ckpt).step == 25  # 25 steps done, the 26th interrupted
+    resumed = train(data, resume=ckpt)
+    straight = train(data, iterations=40, **kw)
+    assert params_equal(resumed.net, straight.net)
+    # The epoch cut by the interrupt still averages all of its 10 step losses.
+    assert same_record(resumed.history, straight.history)
+
+
 def test_checkpoint_roundtrip_atomic_and_pickle_free(data, tmp_path):
     r = train(data, iterations=20, batch_size=50, hidden_size=10, seed=2)
     path = save_checkpoint(tmp_path / "c.npz", r.net, r.history, seed=2, dataset="blobs")
