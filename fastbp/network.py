@@ -8,6 +8,7 @@ from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Relu, SoftmaxWithLoss
 
 _KEYS = ("W1", "b1", "W2", "b2")
+_INTP = np.dtype(np.intp)
 
 
 class TwoLayerNet:
@@ -50,6 +51,7 @@ class TwoLayerNet:
         self.params["b2"] = np.zeros(output_size, dtype)
         self._build_layers()
         self._work = {}
+        self._fast = None  # params validated by the last full train_step (see train_step)
 
     def _build_layers(self):
         self.layers = OrderedDict()
@@ -150,7 +152,31 @@ class TwoLayerNet:
         lr = float(lr)
         if not (lr > 0 and np.isfinite(lr)):
             raise ValueError(f"lr must be a positive finite number, got {lr}")
-        return self._step(x, t, lr)[0]
+        # Fast path (batch 1: ~17 us of checks down to ~2 us): the checks of `_step` for the
+        # common case, written as cheap identity/attribute tests. Anything unusual (other
+        # types, dtypes, layouts, one-hot targets, replaced params, bad labels) takes the
+        # full path, which converts or raises. Params are checked by identity and by shape
+        # (an in-place `a.shape = ...` keeps the identity); a dtype, ndim or writeable flag
+        # changed in place changes the arrays' Numba type, so the kernel is typed anew and
+        # rejects them at compile time instead of reading out of bounds.
+        fast = self._fast
+        p = self.params
+        if (fast is not None and type(x) is np.ndarray and type(t) is np.ndarray
+                and p["W1"] is fast[0] and p["b1"] is fast[1] and p["W2"] is fast[2]
+                and p["b2"] is fast[3] and x.dtype is fast[4] and t.dtype is _INTP
+                and x.ndim == 2 and t.ndim == 1 and x.shape[1] == fast[5]
+                and x.shape[0] == t.shape[0] and x.shape[0] > 0
+                and x.flags.c_contiguous and t.flags.c_contiguous
+                and fast[0].shape == fast[6] and fast[2].shape == fast[7]):
+            work = self._work.get((x.shape[0], False))
+            if work is not None:
+                loss = kernels.train_step_labels(x, t, *fast[:4], lr, *work)
+                if loss != -1.0:  # -1.0: a label out of range, nothing touched
+                    return loss
+        loss = self._step(x, t, lr)[0]
+        W1, b1, W2, b2 = (p[k] for k in _KEYS)
+        self._fast = (W1, b1, W2, b2, W1.dtype, W1.shape[0], W1.shape, W2.shape)
+        return loss
 
     def fused_gradient(self, x, t):
         """The gradients of :meth:`gradient`, from the fused kernel (fresh arrays)."""

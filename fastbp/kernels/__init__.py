@@ -15,11 +15,12 @@ here can be called from your own ``@njit`` code::
 from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward, column_sum
 from .sgd import sgd_update
-from .network import two_layer_step
+from .network import train_step_labels, two_layer_step
 from .softmax import softmax_cross_entropy, softmax_cross_entropy_rows
 
 __all__ = [
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "affine_forward", "affine_backward", "column_sum",
     "softmax_cross_entropy", "softmax_cross_entropy_rows", "sgd_update", "two_layer_step",
+    "train_step_labels",
 ]

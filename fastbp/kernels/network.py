@@ -217,3 +217,19 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     for i in range(n):
         total += row_loss[i]
     return total / n
+
+
+@njit(cache=True, nogil=True)
+def train_step_labels(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss):
+    """:func:`two_layer_step` for integer labels that first checks them: returns -1.0 and
+    touches nothing if a label is outside ``[0, C)``.
+
+    The check costs n compares here, against ~3 us for ``t.min()`` and ``t.max()`` from
+    Python at batch 1; :meth:`fastbp.TwoLayerNet.train_step` uses it on its fast path.
+    """
+    C = W2.shape[1]
+    for i in range(t.shape[0]):
+        if t[i] < 0 or t[i] >= C:
+            return -1.0
+    return two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
+                          row_loss)
