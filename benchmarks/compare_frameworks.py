@@ -1,0 +1,283 @@
+"""One SGD training step of TwoLayerNet 784-50-10 (float32): fastbp vs plain NumPy, PyTorch, JAX.
+
+    python benchmarks/compare_frameworks.py                  # batches 1, 100, 10000; 3 rounds
+    python benchmarks/compare_frameworks.py --rounds 5 --batches 1 100
+
+Every framework runs in its own process (their thread pools disturb each other inside one),
+and the processes alternate: round r runs all frameworks once, in an order rotated by r, so
+slow periods of a shared machine hit every column alike. Inside a process each batch size
+is warmed up, then every step is timed alone; the process reports the median step. The
+table shows, per batch and framework, the median over rounds (and the min-max range), and
+fastbp's speed-up over each alternative. A framework that is not installed is reported as
+"missing". Also timed: the two large GEMMs of a step (X @ W1 and X.T @ dH, NumPy, into
+preallocated outputs) - the floor a training step cannot beat without skipping work.
+
+Data: like MNIST (seeded): 784 pixels in [0, 1], 81 % zeros, labels 0-9 (the real MNIST is
+not needed; the sparsity matters only for fastbp's batch <= 8 path, which skips zeros).
+PyTorch and JAX are installed with ``pip install -e .[bench]`` (torch 2.13 CPU, jax).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+FRAMEWORKS = ("fastbp", "numpy", "torch", "jax", "gemm")
+D, H, C = 784, 50, 10
+LR = 0.1
+
+
+def _data(n, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, D), dtype=np.float32)
+    x[rng.random((n, D)) < 0.81] = 0
+    t = rng.integers(0, C, n)
+    return x, t
+
+
+def _init(seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    return (0.01 * rng.standard_normal((D, H))).astype(np.float32), np.zeros(H, np.float32), \
+        (0.01 * rng.standard_normal((H, C))).astype(np.float32), np.zeros(C, np.float32)
+
+
+def _steps_for(n):
+    return {1: 3000, 100: 400}.get(n, max(5, min(400, 200_000 // n)))
+
+
+def _time(step, n, budget):
+    """Median seconds of `step()` over timed single calls (after a warm-up)."""
+    import numpy as np
+    for _ in range(min(20, budget)):
+        step()
+    ts = np.empty(budget)
+    clock = time.perf_counter
+    for i in range(budget):
+        t0 = clock()
+        step()
+        ts[i] = clock() - t0
+    return float(np.median(ts))
+
+
+# -- the contenders -------------------------------------------------------------------------
+
+def setup_fastbp(n):
+    import numpy as np
+    import fastbp
+    net = fastbp.TwoLayerNet(D, H, C, dtype=np.float32, seed=0)
+    for k, v in zip(("W1", "b1", "W2", "b2"), _init()):
+        net.params[k][...] = v
+    x, t = _data(n)
+    return lambda: net.train_step(x, t, LR)
+
+
+def setup_numpy(n):
+    # The book's ch05 TwoLayerNet (Affine / Relu / SoftmaxWithLoss layers, gradient + the
+    # update loop), in float32: what "plain NumPy" means for this network.
+    import numpy as np
+
+    class Relu:
+        def forward(self, x):
+            self.mask = (x <= 0)
+            out = x.copy()
+            out[self.mask] = 0
+            return out
+
+        def backward(self, dout):
+            dout[self.mask] = 0
+            return dout
+
+    class Affine:
+        def __init__(self, W, b):
+            self.W, self.b = W, b
+
+        def forward(self, x):
+            self.x = x
+            return np.dot(x, self.W) + self.b
+
+        def backward(self, dout):
+            dx = np.dot(dout, self.W.T)
+            self.dW = np.dot(self.x.T, dout)
+            self.db = np.sum(dout, axis=0)
+            return dx
+
+    def softmax(x):
+        x = x - np.max(x, axis=-1, keepdims=True)
+        return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+    class SoftmaxWithLoss:
+        def forward(self, x, t):
+            self.t = t
+            self.y = softmax(x)
+            n = x.shape[0]
+            return -np.sum(np.log(self.y[np.arange(n), t] + 1e-7)) / n
+
+        def backward(self, dout=1):
+            n = self.t.shape[0]
+            dx = self.y.copy()
+            dx[np.arange(n), self.t] -= 1
+            return dx / n
+
+    W1, b1, W2, b2 = _init()
+    params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
+    layers = [Affine(W1, b1), Relu(), Affine(W2, b2)]
+    last = SoftmaxWithLoss()
+    x, t = _data(n)
+
+    def step():
+        y = x
+        for layer in layers:
+            y = layer.forward(y)
+        last.forward(y, t)
+        dout = last.backward(1)
+        for layer in reversed(layers):
+            dout = layer.backward(dout)
+        grads = {"W1": layers[0].dW, "b1": layers[0].db, "W2": layers[2].dW, "b2": layers[2].db}
+        for k in params:
+            params[k] -= LR * grads[k]
+    return step
+
+
+def setup_torch(n):
+    # Eager PyTorch as a user would write it: nn.Sequential, cross_entropy, optim.SGD.
+    import torch
+    torch.set_num_threads(2)
+    W1, b1, W2, b2 = _init()
+    model = torch.nn.Sequential(torch.nn.Linear(D, H), torch.nn.ReLU(), torch.nn.Linear(H, C))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(W1.T.copy()))
+        model[0].bias.zero_()
+        model[2].weight.copy_(torch.from_numpy(W2.T.copy()))
+        model[2].bias.zero_()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    x, t = _data(n)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    lossf = torch.nn.functional.cross_entropy
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(xt), tt)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def setup_jax(n):
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(p, x, t):
+        h = jax.nn.relu(x @ p[0] + p[1])
+        y = h @ p[2] + p[3]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(y), t[:, None], axis=1))
+
+    @jax.jit
+    def train(p, x, t):
+        loss, g = jax.value_and_grad(loss_fn)(p, x, t)
+        return tuple(a - LR * b for a, b in zip(p, g)), loss
+
+    state = [tuple(jnp.asarray(a) for a in _init())]
+    x, t = _data(n)
+    xj, tj = jnp.asarray(x), jnp.asarray(t.astype("int32"))
+
+    def step():
+        state[0], loss = train(state[0], xj, tj)
+        loss.block_until_ready()
+    return step
+
+
+def setup_gemm(n):
+    import numpy as np
+    x, _ = _data(n)
+    W1 = _init()[0]
+    h = np.empty((n, H), np.float32)
+    dh = np.random.default_rng(1).standard_normal((n, H)).astype(np.float32)
+    dW1 = np.empty((D, H), np.float32)
+
+    def step():
+        np.dot(x, W1, out=h)
+        np.dot(x.T, dh, out=dW1)
+    return step
+
+
+def worker(name, batches):
+    try:
+        if name in ("torch", "jax"):
+            __import__(name)
+    except ImportError:
+        print(json.dumps({"missing": True}))
+        return
+    out = {}
+    for n in batches:
+        out[n] = _time(globals()["setup_" + name](n), n, _steps_for(n))
+    print(json.dumps(out))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 100, 10000])
+    p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.batches)
+
+    import numpy as np
+    results = {f: {n: [] for n in args.batches} for f in args.frameworks}
+    missing = set()
+    fws = list(args.frameworks)
+    for r in range(args.rounds):
+        order = fws[r % len(fws):] + fws[:r % len(fws)]
+        for f in order:
+            if f in missing:
+                continue
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", f, "--batches",
+                   *map(str, args.batches)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(f"{f} failed:\n{proc.stderr[-2000:]}\n")
+                missing.add(f)
+                continue
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            if res.get("missing"):
+                missing.add(f)
+                continue
+            for n in args.batches:
+                results[f][n].append(res[str(n)])
+            print(f"round {r + 1}/{args.rounds} {f:7s} " + "  ".join(
+                f"b{n}: {res[str(n)] * 1e6:9.1f} us" for n in args.batches), flush=True)
+
+    def cell(f, n):
+        v = results[f][n]
+        if f in missing or not v:
+            return "missing", None
+        m = float(np.median(v)) * 1e6
+        return f"{m:,.1f} ({min(v) * 1e6:,.0f}-{max(v) * 1e6:,.0f})", m
+
+    print(f"\nTwoLayerNet 784-50-10, float32, SGD step, median us over {args.rounds} rounds "
+          "(min-max)")
+    names = {"fastbp": "fastbp", "numpy": "NumPy (book)", "torch": "PyTorch eager",
+             "jax": "JAX jit", "gemm": "2 GEMMs alone"}
+    print("| batch | " + " | ".join(names[f] for f in fws) + " | fastbp speed-up |")
+    print("|---" * (len(fws) + 2) + "|")
+    for n in args.batches:
+        cells = {f: cell(f, n) for f in fws}
+        base = cells.get("fastbp", (None, None))[1]
+        ups = []
+        for f in fws:
+            if f in ("fastbp",) or cells[f][1] is None or base is None:
+                continue
+            if f == "gemm":
+                ups.append(f"{base / cells[f][1]:.2f}x the GEMMs")
+            else:
+                ups.append(f"{cells[f][1] / base:.1f}x {names[f]}")
+        print(f"| {n} | " + " | ".join(cells[f][0] for f in fws) + " | " + ", ".join(ups)
+              + " |")
+
+
+if __name__ == "__main__":
+    main()
