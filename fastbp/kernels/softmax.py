@@ -16,6 +16,7 @@ from numba import njit, prange
 from numba.extending import overload
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
+from ._vexp import exp_nonpos
 
 
 def _target(t, i, j):
@@ -42,7 +43,7 @@ def _row(x, t, dx, i, inv_n):
             mx = x[i, j]
     s = 0.0
     for j in range(c):
-        e = np.exp(x[i, j] - mx)
+        e = exp_nonpos(x[i, j] - mx)  # <= 0; vectorizable (see ._vexp)
         dx[i, j] = e
         s += e
     lse = mx + np.log(s)
