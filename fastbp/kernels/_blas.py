@@ -79,7 +79,12 @@ def gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     `a`, `b`, `c` are C-contiguous arrays of one float dtype (leading dimensions in
     elements); `ta`/`tb` are :data:`NO_TRANS` or :data:`TRANS`.
     """
-    raise NotImplementedError("call gemm from @njit code")
+    # Plain NumPy, for NUMBA_DISABLE_JIT=1 runs; compiled code uses the overload below.
+    A = a.reshape(-1, lda)[:k, :m].T if ta == TRANS else a.reshape(-1, lda)[:m, :k]
+    B = b.reshape(-1, ldb)[:n, :k].T if tb == TRANS else b.reshape(-1, ldb)[:k, :n]
+    C = c.reshape(-1, ldc)[:m, :n]
+    prod = alpha * (A @ B)
+    C[...] = prod if beta == 0 else prod + beta * C
 
 
 @overload(gemm, jit_options={"cache": True})
