@@ -1,4 +1,4 @@
-"""Command line: ``fastbp train`` and ``fastbp gradcheck`` (also ``python -m fastbp``).
+"""Command line: ``fastbp train``, ``fastbp gradcheck`` and ``fastbp bench`` (also ``python -m fastbp``).
 
 Each subcommand is a ``_add_<name>(subparsers)`` function that declares its
 arguments and a ``cmd_<name>(args) -> int`` function that runs it; adding a
@@ -110,8 +110,53 @@ def _add_gradcheck(sub):
     p.set_defaults(func=cmd_gradcheck)
 
 
+def _batch_list(text: str) -> list:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
+    return values
+
+
+def _add_bench(sub):
+    from .bench import BATCH_SIZES, NAMES
+
+    p = sub.add_parser("bench", help="time fastbp's kernels and train step against plain NumPy per batch size",
+                       description="Quick fastbp vs plain-NumPy timings (minimum over alternating samples, "
+                                   "compilation excluded) and speed-up per batch size, for each kernel and the "
+                                   "TwoLayerNet 784-50-10 train step. The asv suite in benchmarks/ tracks the same "
+                                   "over history.")
+    p.add_argument("--batch-sizes", type=_batch_list, default=list(BATCH_SIZES), metavar="N,N,...",
+                   help=f"batch sizes (default {','.join(map(str, BATCH_SIZES))})")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, default="float32", help="dtype (default float32)")
+    p.add_argument("--repeat", type=_positive_int, default=5, help="alternating samples per side (default 5)")
+    p.add_argument("--only", metavar="NAME,...", default=None,
+                   help=f"comma-separated subset of: {', '.join(NAMES)}")
+    p.add_argument("--threads", type=_positive_int, metavar="T", help="threads for Numba and BLAS")
+    p.add_argument("--plot", metavar="FILE", help="write a speed-up vs batch size PNG")
+    p.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args) -> int:
+    """Run ``fastbp bench``."""
+    from .bench import NAMES, format_table, plot, run_bench
+    from .threads import blas_threads, get_num_threads
+
+    _set_threads(args.threads)
+    names = NAMES if args.only is None else tuple(n.strip() for n in args.only.split(",") if n.strip())
+    print(f"fastbp bench: {args.dtype}, Numba threads {get_num_threads()}, BLAS threads "
+          f"{sorted(set(blas_threads().values()))}, best of {args.repeat}", flush=True)
+    rows = run_bench(args.batch_sizes, np.dtype(args.dtype).type, args.repeat, names=names)
+    print(format_table(rows))
+    if args.plot:
+        print(f"wrote {plot(rows, args.plot)}")
+    return 0
+
+
 #: Subcommand builders, in help order.
-SUBCOMMANDS = [_add_train, _add_gradcheck]
+SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,356 @@
+"""Shared pieces of the asv suite: parameters, thread setup, seeded cached data, NumPy baselines.
+
+Not a benchmark module (asv imports it but finds nothing to run here).
+
+Parameters
+----------
+``BATCH_SIZES`` is (1, 8, 32, 100, 256, 1024, 4096, 10000); with the environment variable
+``FASTBP_BENCH_QUICK=1`` it shrinks to (1, 100, 1024) and ``DTYPES`` to float32 only (what
+``.ci/run`` uses, so a broken benchmark fails CI in a few minutes).
+
+Threads
+-------
+Every benchmark's ``setup`` calls :func:`set_threads`, which fixes Numba's pool and both
+OpenBLAS pools (NumPy's and SciPy's) to ``THREADS`` through ``fastbp.set_num_threads``:
+``$FASTBP_BENCH_THREADS`` if set, else every core Numba sees (``NUMBA_NUM_THREADS``). The
+NumPy baselines use the same BLAS thread count. ``bench_train_step.Threads`` records the
+counts in the results.
+
+Data
+----
+Inputs are MNIST-like: the first ``n`` test images (784 float32 pixels in [0, 1]) and labels
+of Fashion-MNIST or MNIST when their IDX files are found (in ``$FASTBP_BENCH_DATA``, or in
+``$FASTBP_DATA_DIR/<dataset>``, ``~/.cache/fastbp/<dataset>``,
+``/usr/share/datasets/<dataset>``), else seeded random images with about 50 % zeros (the
+pixel sparsity of Fashion-MNIST) and random labels. Hidden-layer inputs of the activation
+benchmarks are the pre-activations ``x @ W1 + b1`` of the book's 784-50-10 network with
+seeded weights (about half of them negative). Everything is built once per process
+(``functools.lru_cache``) and is identical for every commit benchmarked, so results stay
+comparable over history.
+
+NumPy baselines
+---------------
+The plain-NumPy side is the book's network written reasonably: in-place ufuncs with
+``out=`` where NumPy offers it, ``np.dot`` into caller buffers, the book's
+softmax / cross-entropy / ``dx[arange(n), t] -= 1`` and its layer classes for the training
+step. They are defined here, not imported from fastbp, so they do not change with the
+commit under test. (``fastbp.bench`` holds the same baselines for ``fastbp bench``.)
+"""
+import functools
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+FULL_BATCH_SIZES = [1, 8, 32, 100, 256, 1024, 4096, 10000]
+QUICK = os.environ.get("FASTBP_BENCH_QUICK", "") not in ("", "0")
+BATCH_SIZES = [1, 100, 1024] if QUICK else FULL_BATCH_SIZES
+DTYPES = ["float32"] if QUICK else ["float32", "float64"]
+IMPLS = ["numpy", "fastbp"]
+
+#: The book's network: 784 inputs, 50 hidden units, 10 classes, learning rate 0.1.
+D, H, C = 784, 50, 10
+LR = 0.1
+
+
+def _default_threads():
+    env = os.environ.get("FASTBP_BENCH_THREADS")
+    if env:
+        return int(env)
+    import numba
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+THREADS = _default_threads()
+
+
+def set_threads():
+    """Fix Numba's pool and both BLAS pools to ``THREADS``; returns ``THREADS``."""
+    import fastbp
+    fastbp.set_num_threads(THREADS)
+    return THREADS
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def _data_dirs():
+    dirs = []
+    env = os.environ.get("FASTBP_BENCH_DATA")
+    if env:
+        dirs.append(Path(env))
+    roots = []
+    if os.environ.get("FASTBP_DATA_DIR"):
+        roots.append(Path(os.environ["FASTBP_DATA_DIR"]))
+    roots += [Path.home() / ".cache" / "fastbp", Path("/usr/share/datasets")]
+    for root in roots:
+        dirs += [root / "fashion-mnist", root / "mnist"]
+    return dirs
+
+
+def _read_idx(path):
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    ndim = data[3]
+    dims = np.frombuffer(data, ">u4", ndim, 4).astype(int)
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@functools.lru_cache(maxsize=None)
+def _test_set():
+    """(images float32 (10000, 784) in [0, 1], labels intp (10000,), source description)."""
+    for d in _data_dirs():
+        for gz in (".gz", ""):
+            xi, ti = d / f"t10k-images-idx3-ubyte{gz}", d / f"t10k-labels-idx1-ubyte{gz}"
+            if xi.is_file() and ti.is_file():
+                try:
+                    x = _read_idx(xi).reshape(-1, D).astype(np.float32) / np.float32(255)
+                    t = _read_idx(ti).astype(np.intp)
+                except (OSError, ValueError, EOFError):
+                    continue
+                if x.shape == (10000, D) and t.shape == (10000,):
+                    return x, t, str(xi)
+    rng = np.random.default_rng(20240501)
+    x = rng.random((10000, D), dtype=np.float32)
+    x[rng.random((10000, D)) < 0.5] = 0
+    t = rng.integers(0, C, 10000).astype(np.intp)
+    return x, t, "seeded random (50 % zeros)"
+
+
+def data_source():
+    return _test_set()[2]
+
+
+@functools.lru_cache(maxsize=None)
+def _weights(dtype):
+    rng = np.random.default_rng(0)
+    W1 = (0.01 * rng.standard_normal((D, H))).astype(dtype)
+    b1 = (0.01 * rng.standard_normal(H)).astype(dtype)
+    W2 = (0.01 * rng.standard_normal((H, C))).astype(dtype)
+    b2 = (0.01 * rng.standard_normal(C)).astype(dtype)
+    return W1, b1, W2, b2
+
+
+def _ro(a):
+    a.flags.writeable = False
+    return a
+
+
+@functools.lru_cache(maxsize=None)
+def _images(n, dtype):
+    if n > 10000:
+        raise NotImplementedError(f"batch {n} > 10000 test images")
+    return _ro(np.ascontiguousarray(_test_set()[0][:n], dtype=dtype))
+
+
+def images(n, dtype):
+    """The first `n` test images, (n, 784), a fresh C-contiguous writeable array."""
+    return _images(n, np.dtype(dtype).name).copy()
+
+
+def labels(n):
+    """Their labels, intp (n,), a fresh array."""
+    return _test_set()[1][:n].copy()
+
+
+def weights(dtype):
+    """Fresh writeable copies of the seeded W1 (784, 50), b1, W2 (50, 10), b2."""
+    return tuple(a.copy() for a in _weights(np.dtype(dtype).name))
+
+
+@functools.lru_cache(maxsize=None)
+def _hidden_preact(n, dtype):
+    W1, b1, _, _ = _weights(dtype)
+    return _ro(_images(n, dtype) @ W1 + b1)
+
+
+def hidden_preact(n, dtype):
+    """``x @ W1 + b1`` for the first `n` images: (n, 50), about half negative (fresh array)."""
+    return _hidden_preact(n, np.dtype(dtype).name).copy()
+
+
+@functools.lru_cache(maxsize=None)
+def _logits(n, dtype):
+    _, _, W2, b2 = _weights(dtype)
+    y = np.maximum(_hidden_preact(n, dtype), 0) @ W2 + b2
+    y = 5 * (y - y.mean()) / (y.std() + 1e-12)
+    return _ro(np.ascontiguousarray(y, dtype=dtype))
+
+
+def logits(n, dtype):
+    """The network's outputs ``relu(x @ W1 + b1) @ W2 + b2`` for the first `n` images,
+    standardized to a spread of 5 (a partly trained net's), (n, 10) (fresh array)."""
+    return _logits(n, np.dtype(dtype).name).copy()
+
+
+def upstream(shape, dtype, seed=1):
+    """A seeded upstream gradient ``dout`` of `shape`, values ~ N(0, 1e-2)."""
+    rng = np.random.default_rng(seed)
+    return (0.01 * rng.standard_normal(shape)).astype(dtype)
+
+
+def warm(*fns, calls=3):
+    """Call each function `calls` times: compiles (or loads from Numba's cache) every
+    specialization and code path the timed calls take (e.g. ``TwoLayerNet.train_step``'s
+    second call takes a fast path with a kernel of its own), so none is timed."""
+    for _ in range(calls):
+        for f in fns:
+            f()
+
+
+def check_impl(impl):
+    if impl not in IMPLS:
+        raise NotImplementedError(impl)
+
+
+# -- the plain-NumPy baselines ----------------------------------------------------------------
+
+def np_relu_forward(x, out):
+    np.maximum(x, 0, out=out)
+
+
+def np_relu_backward(x, dout, dx):
+    np.multiply(dout, x > 0, out=dx)
+
+
+def np_sigmoid_forward(x, out):
+    np.negative(x, out=out)
+    np.exp(out, out=out)
+    out += 1
+    np.reciprocal(out, out=out)
+
+
+def np_sigmoid_backward(y, dout, dx):
+    np.subtract(1, y, out=dx)
+    dx *= y
+    dx *= dout
+
+
+def np_affine_forward(x, W, b, out):
+    np.dot(x, W, out=out)
+    out += b
+
+
+def np_affine_backward(dout, x, W, dW, db, dx=None):
+    np.dot(x.T, dout, out=dW)
+    np.sum(dout, axis=0, out=db)
+    if dx is not None:
+        np.dot(dout, W.T, out=dx)
+
+
+def np_softmax_cross_entropy(x, t, dx):
+    """The book's ``softmax`` + ``cross_entropy_error`` + ``SoftmaxWithLoss.backward``."""
+    n = x.shape[0]
+    y = x - x.max(axis=1, keepdims=True)
+    np.exp(y, out=y)
+    y /= y.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = -np.sum(np.log(y[rows, t] + 1e-7)) / n
+    y[rows, t] -= 1
+    np.divide(y, n, out=dx)
+    return loss
+
+
+class _Affine:
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+    def forward(self, x):
+        self.x = x
+        return np.dot(x, self.W) + self.b
+
+    def backward(self, dout):
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return np.dot(dout, self.W.T)
+
+
+class _Relu:
+    def forward(self, x):
+        self.mask = x <= 0
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        dout[self.mask] = 0  # the book's in-place form: dout is a temporary of this step
+        return dout
+
+
+class _SoftmaxWithLoss:
+    def forward(self, x, t):
+        self.t = t
+        y = x - x.max(axis=1, keepdims=True)
+        np.exp(y, out=y)
+        y /= y.sum(axis=1, keepdims=True)
+        self.y = y
+        return -np.sum(np.log(y[np.arange(len(t)), t] + 1e-7)) / len(t)
+
+    def backward(self):
+        n = len(self.t)
+        dx = self.y.copy()
+        dx[np.arange(n), self.t] -= 1
+        return dx / n
+
+
+class NumpyTwoLayerNet:
+    """The book's ch. 5 ``TwoLayerNet`` (Affine, Relu, Affine, SoftmaxWithLoss) and its SGD loop."""
+
+    def __init__(self, W1, b1, W2, b2):
+        self.params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
+        self.layers = [_Affine(W1, b1), _Relu(), _Affine(W2, b2)]
+        self.last = _SoftmaxWithLoss()
+
+    def train_step(self, x, t, lr):
+        y = x
+        for layer in self.layers:
+            y = layer.forward(y)
+        loss = self.last.forward(y, t)
+        dout = self.last.backward()
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers[0], self.layers[2]
+        grads = {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+        for k, p in self.params.items():
+            p -= lr * grads[k]
+        return loss
+
+
+# -- speed-up measurement for the track_speedup_* benchmarks ---------------------------------
+
+def _calibrate(fn, target=0.002):
+    """Calls per sample so one sample takes at least `target` seconds (like timeit.autorange)."""
+    import time
+    number = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        dt = time.perf_counter() - t0
+        if dt >= target or number >= 1 << 20:
+            return number, dt / number
+        number *= 2 if dt * 10 < target else 3
+
+
+def speedup(numpy_fn, fastbp_fn, samples=7, target=0.004):
+    """NumPy time / fastbp time: the minimum per-call time of each over `samples` alternating
+    samples of at least `target` seconds (both functions are called in setup first, so no
+    compilation is timed). With ``FASTBP_BENCH_QUICK`` (CI): 2 samples of 1 ms."""
+    import time
+    if QUICK:
+        samples, target = 2, 0.001
+    n_np, _ = _calibrate(numpy_fn, target)
+    n_fb, _ = _calibrate(fastbp_fn, target)
+    best_np = best_fb = float("inf")
+    clock = time.perf_counter
+    for _ in range(samples):
+        t0 = clock()
+        for _ in range(n_np):
+            numpy_fn()
+        best_np = min(best_np, (clock() - t0) / n_np)
+        t0 = clock()
+        for _ in range(n_fb):
+            fastbp_fn()
+        best_fb = min(best_fb, (clock() - t0) / n_fb)
+    return best_np / best_fb
