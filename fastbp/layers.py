@@ -42,10 +42,20 @@ class AddLayer:
         return dout * 1, dout * 1
 
 
-def _floats(a, like=None):
-    a = np.asarray(a)
+def _floats(name, a, like=None):
+    """`a` as a float array (of `like`'s dtype if given); bool, integer and float inputs are
+    cast, anything else (complex, object, strings) is a TypeError naming `name`."""
+    a = ops._asarray(name, a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got {a.dtype}; convert it with "
+                        f"{name}.astype(np.float32)")
     dtype = like if like is not None else (a.dtype if a.dtype in ops._FLOATS else np.float64)
     return a.astype(dtype, copy=False)
+
+
+def _forward_first(layer, attr):
+    if getattr(layer, attr) is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
 class Relu:
@@ -60,11 +70,12 @@ class Relu:
         return None if self.out is None else self.out <= 0
 
     def forward(self, x):
-        self.out = ops.relu_forward(_floats(x))
+        self.out = ops.relu_forward(_floats("x", x))
         return self.out
 
     def backward(self, dout):
-        return ops.relu_backward(self.out, _floats(dout, self.out.dtype))
+        _forward_first(self, "out")
+        return ops.relu_backward(self.out, _floats("dout", dout, self.out.dtype))
 
 
 class Sigmoid:
@@ -74,11 +85,12 @@ class Sigmoid:
         self.out = None
 
     def forward(self, x):
-        self.out = ops.sigmoid_forward(_floats(x))
+        self.out = ops.sigmoid_forward(_floats("x", x))
         return self.out
 
     def backward(self, dout):
-        return ops.sigmoid_backward(self.out, _floats(dout, self.out.dtype))
+        _forward_first(self, "out")
+        return ops.sigmoid_backward(self.out, _floats("dout", dout, self.out.dtype))
 
 
 class Affine:
@@ -97,13 +109,24 @@ class Affine:
         self.db = None
 
     def forward(self, x):
-        x = _floats(x, self.W.dtype)
+        W = self.W
+        if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
+            raise TypeError(f"Affine.W must be a float32 or float64 numpy.ndarray, got "
+                            f"{getattr(W, 'dtype', type(W).__name__)}")
+        x = _floats("x", x, W.dtype)
+        if x.ndim < 2:
+            raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
+                             "pass one sample as x.reshape(1, -1)")
+        if x.shape[0] == 0:
+            raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
         self.original_x_shape = x.shape
         self.x = x.reshape(x.shape[0], -1)
-        return ops.affine_forward(self.x, self.W, self.b)
+        return ops.affine_forward(self.x, W, self.b)
 
     def backward(self, dout):
-        dx, self.dW, self.db = ops.affine_backward(_floats(dout, self.W.dtype), self.x, self.W)
+        _forward_first(self, "x")
+        dx, self.dW, self.db = ops.affine_backward(_floats("dout", dout, self.W.dtype), self.x,
+                                                   self.W)
         return dx.reshape(*self.original_x_shape)
 
 
@@ -121,14 +144,24 @@ class SoftmaxWithLoss:
         """Softmax output of the last ``forward`` (computed on demand)."""
         if self.x is None:
             return None
-        e = np.exp(self.x - self.x.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore"):  # a row holding +-inf gives NaN, silently
+            e = np.exp(self.x - self.x.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
 
     def forward(self, x, t):
-        self.x = _floats(x)
+        self.x = _floats("x", x)
         self.t = t
         self.loss, self.dx = ops.softmax_cross_entropy(self.x, t)
         return self.loss
 
     def backward(self, dout=1):
-        return self.dx if dout == 1 else self.dx * dout
+        _forward_first(self, "dx")
+        d = ops._asarray("dout", dout)
+        if d.dtype.kind not in "biuf":
+            raise TypeError(f"dout must be a real number, got {d.dtype}")
+        if d.ndim == 0 and d == 1:
+            return self.dx
+        if d.ndim and d.shape != self.dx.shape:
+            raise ValueError(f"dout must be a scalar or have the shape of x, {self.dx.shape}, "
+                             f"got {d.shape}")
+        return self.dx * dout

@@ -71,8 +71,9 @@ class TwoLayerNet:
         return self.lastLayer.forward(y, t)
 
     def accuracy(self, x, t):
-        y = np.argmax(self.predict(x), axis=1)
-        t = np.asarray(t)
+        out = self.predict(x)
+        y = np.argmax(out, axis=1)
+        t = ops._targets(t, out)  # labels or one-hot rows of the right shape, else an error
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         return np.sum(y == t) / float(y.shape[0])
@@ -120,11 +121,13 @@ class TwoLayerNet:
 
     def _step(self, x, t, lr):
         W1, b1, W2, b2 = self._checked_params()
-        x = np.asarray(x)
-        if x.ndim != 2:
-            x = x.reshape(x.shape[0], -1) if x.ndim > 2 else x
-        x = ops._batch("x", x.astype(self.dtype, copy=False) if x.dtype in ops._FLOATS
-                       or np.issubdtype(x.dtype, np.integer) else x)
+        x = ops._asarray("x", x)
+        if x.ndim > 2:
+            if x.shape[0] == 0:
+                raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
+            x = x.reshape(x.shape[0], -1)
+        # bool, integer and float inputs are cast, as the layers do; others raise in _batch
+        x = ops._batch("x", x.astype(self.dtype, copy=False) if x.dtype.kind in "biuf" else x)
         if x.shape[1] != W1.shape[0]:
             raise ValueError(f"x must have {W1.shape[0]} features per row, got shape {x.shape}")
         t = ops._targets(t, np.empty((x.shape[0], W2.shape[1]), self.dtype))
@@ -149,7 +152,7 @@ class TwoLayerNet:
         float
             Mean loss of the batch before the update.
         """
-        lr = float(lr)
+        lr = lr if type(lr) is float else ops._real("lr", lr)
         if not (lr > 0 and np.isfinite(lr)):
             raise ValueError(f"lr must be a positive finite number, got {lr}")
         # Fast path (batch 1: ~17 us of checks down to ~2 us): the checks of `_step` for the

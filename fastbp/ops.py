@@ -12,9 +12,19 @@ from . import kernels as K
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def _asarray(name, a):
+    """`a` as an ndarray; a ragged or unconvertible array-like is an error naming `name`."""
+    if isinstance(a, np.ndarray):
+        return a
+    try:
+        return np.asarray(a)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} is not a rectangular numeric array ({exc})") from None
+
+
 def _float(name, a, ndim=None, dtype=None):
-    """`a` as a C-contiguous float32/float64 array, checked."""
-    arr = np.asarray(a)
+    """`a` as a C-contiguous, aligned float32/float64 array of its own shape, checked."""
+    arr = _asarray(name, a)
     if arr.dtype not in _FLOATS:
         fix = ".astype(np.float32)" if dtype is None else f".astype(np.{dtype})"
         raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}; convert it with "
@@ -24,7 +34,10 @@ def _float(name, a, ndim=None, dtype=None):
                         f"with {name}.astype(np.{dtype})")
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    if not (arr.flags.c_contiguous and arr.flags.aligned):
+        arr = arr.copy(order="C")
+    return arr
 
 
 def _batch(name, a, dtype=None):
@@ -62,16 +75,24 @@ def _out(name, out, shape, dtype, inputs=()):
     return out
 
 
+def _exact_alias(a, b):
+    """True when `a` and `b` are the same memory viewed the same way (safe in place)."""
+    ia, ib = a.__array_interface__, b.__array_interface__
+    return ia["data"] == ib["data"] and a.shape == b.shape and a.strides == b.strides
+
+
 def _elementwise(kernel, names, arrays, out, out_name, aliasable):
     first = _float(names[0], arrays[0])
     rest = [_float(n, a, dtype=first.dtype) for n, a in zip(names[1:], arrays[1:])]
     for n, a in zip(names[1:], rest):
         _same_shape(n, a, first.shape, names[0])
-    if out is not None and aliasable:
-        out = _out(out_name, out, first.shape, first.dtype)
-    else:
-        out = _out(out_name, out, first.shape, first.dtype,
-                   list(zip(names, [first] + rest)))
+    out = _out(out_name, out, first.shape, first.dtype)
+    for n, a in zip(names, [first] + rest):
+        # In place (`out` is an input itself) is fine elementwise; a partial overlap (a
+        # shifted view) would read elements the kernel has already overwritten.
+        if np.may_share_memory(out, a) and not (aliasable and _exact_alias(out, a)):
+            raise ValueError(f"{out_name} overlaps {n} without being the same array; pass "
+                             f"{out_name}={n} itself (in place) or a separate buffer")
     if first.size:
         kernel(first, *rest, out)
     return out
@@ -170,7 +191,7 @@ def affine_backward(dout, x, W, *, need_dx=True, dx=None, dW=None, db=None):
 
 def _targets(t, x):
     """Labels as a C-contiguous intp (n,) array, or one-hot rows as x's dtype (n, c)."""
-    t = np.asarray(t)
+    t = _asarray("t", t)
     n, c = x.shape
     if t.dtype == np.bool_ or not (np.issubdtype(t.dtype, np.integer)
                                   or np.issubdtype(t.dtype, np.floating)):
@@ -211,9 +232,21 @@ def softmax_cross_entropy(x, t, dx=None):
     dx : ndarray, (n, c)
     """
     x = _batch("x", x)
+    if x.shape[1] == 0:
+        raise ValueError(f"x must have at least one class (column), got shape {x.shape}")
     t = _targets(t, x)
     dx = _out("dx", dx, x.shape, x.dtype, [("x", x), ("t", t)])
     return K.softmax_cross_entropy(x, t, dx), dx
+
+
+def _real(name, v):
+    """`v` as a Python float; anything but a real scalar is a TypeError naming `name`."""
+    if isinstance(v, (str, bytes, complex)) or np.ndim(v) != 0 or np.iscomplexobj(v):
+        raise TypeError(f"{name} must be a real number, got {v!r:.60}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__}") from None
 
 
 def sgd_update(param, grad, lr):
@@ -227,7 +260,7 @@ def sgd_update(param, grad, lr):
     _out("param", param, param.shape, param.dtype)
     grad = _float("grad", grad, dtype=param.dtype)
     _same_shape("grad", grad, param.shape, "param")
-    lr = float(lr)
+    lr = _real("lr", lr)
     if not np.isfinite(lr):
         raise ValueError(f"lr must be finite, got {lr}")
     if param.size:
