@@ -105,9 +105,6 @@ def test_twins_identical(rng, n, dtype):
     both(KA._relu_backward_serial, KA._relu_backward_parallel, flat, flat, flat)
     both(KA._sigmoid_forward_serial, KA._sigmoid_forward_parallel, flat, flat)
     both(KA._sigmoid_backward_serial, KA._sigmoid_backward_parallel, flat, flat, flat)
-    both(KF._affine_forward_serial, KF._affine_forward_parallel, x, W, b, g)
-    both(KF._dW_serial, KF._dW_parallel, x, g, W)
-    both(KF._dx_serial, KF._dx_parallel, g, W, x)
     labels = rng.integers(0, 20, n)
     r1, r2 = np.empty(n), np.empty(n)
     d1, d2 = np.empty_like(g), np.empty_like(g)
@@ -119,6 +116,33 @@ def test_twins_identical(rng, n, dtype):
     KS._sgd_serial(p1.reshape(-1), W.reshape(-1), 0.1)
     KS._sgd_parallel(p2.reshape(-1), W.reshape(-1), 0.1)
     np.testing.assert_array_equal(p1, p2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+def test_affine_loops_and_blas_paths(rng, n, dtype):
+    """Both affine code paths (hand-written loops, OpenBLAS gemm) against the reference at
+    the book's layer shape, where the dispatcher switches between them."""
+    d, m = 784, 50
+    x = rng.random((n, d)).astype(dtype)
+    x[x < 0.8] = 0  # MNIST-like: the loops skip zero inputs
+    W = (0.1 * rng.standard_normal((d, m))).astype(dtype)
+    b = rng.standard_normal(m).astype(dtype)
+    g = rng.standard_normal((n, m)).astype(dtype)
+    want = R.affine_forward(x, W, b)
+    want_dx, want_dW, want_db = R.affine_backward(g, x, W)
+    out, dx, dW, db = (np.full(a.shape, np.nan, dtype) for a in (want, x, W, b))
+    K.affine_forward(x, W, b, out)
+    K.affine_backward(g, x, W, dW, db, dx)
+    for got, ref in ((out, want), (dx, want_dx), (dW, want_dW), (db, want_db)):
+        np.testing.assert_allclose(got, ref, **tol(dtype))
+    KF._affine_forward_loops(x, W, b, out)
+    KF._dW_loops(x, g, dW)
+    KF._dx_loops(g, W, dx)
+    for got, ref in ((out, want), (dx, want_dx), (dW, want_dW)):
+        np.testing.assert_allclose(got, ref, **tol(dtype))
+    # The dispatcher takes the loops below the threshold and gemm from it on.
+    assert (n * d * m >= KF.AFFINE_BLAS_MIN_FLOPS) == (n >= 4)
 
 
 def test_network_twins_identical(rng):

@@ -23,13 +23,6 @@ _launch_threads()
 #: Measured with ``benchmarks/thresholds.py``.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-#: Multiply-adds (n * d * m) from which a matrix kernel goes parallel.
-PARALLEL_MIN_FLOPS = 1 << 18
-
-#: Multiply-adds from which the affine kernels call BLAS (``np.dot``, SciPy's OpenBLAS)
-#: instead of the hand-written zero-skipping loops.
-BLAS_MIN_FLOPS = 1 << 26
-
 
 def twins(body):
     """Return ``(serial, parallel)`` compilations of ``body``."""

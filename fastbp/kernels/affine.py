@@ -2,23 +2,35 @@
 
 Two code paths, picked by the amount of work (n * d * m multiply-adds):
 
-* small and medium batches: hand-written loops. They skip zero inputs (MNIST pixels are
-  about 80 % zeros; the reference BLAS skips zeros in the same place) and, for the forward,
-  add the bias in the same pass that accumulates each output row.
-* large batches: ``np.dot`` into the output buffer (Numba calls SciPy's BLAS), then one pass
-  that adds the bias. ``X.T`` is passed as a transposed view, never copied.
+* tiny products (``< AFFINE_BLAS_MIN_FLOPS``, e.g. one or two MNIST rows against 784x50):
+  hand-written serial loops. The forward skips zero inputs (MNIST pixels are about 80 %
+  zeros) and adds the bias in the same pass that accumulates each output row.
+* everything larger: NumPy's OpenBLAS ``gemm`` called from compiled code
+  (:mod:`._blas`). The forward writes the bias into each output row and lets ``gemm``
+  accumulate ``X W`` onto it (``beta = 1``), so the bias costs no separate pass over the
+  product; ``X.T`` and ``W.T`` are transpose flags, never copies. Measured on 2 cores
+  (float32, 784x50): batch 100 forward 64 us with ``gemm`` vs 320 us for the zero-skipping
+  loop, backward (dW, db, dx) 122 us vs 2.7 ms; the loops only win below a few rows, where a
+  BLAS call's fixed cost (~4-10 us) dominates. OpenBLAS brings its own threads, so these
+  kernels have no Numba-parallel twin: ``gemm`` is never called inside a ``prange``.
 
-All reductions run in a fixed order, so results do not depend on the thread count.
+``db`` (column sums) always comes from :func:`column_sum`, summed row after row, so it does
+not depend on any thread count. The BLAS products are bit-reproducible for a fixed number
+of BLAS threads (see :mod:`fastbp.threads`).
 """
-from numba import njit, prange
+from numba import njit
 
-from ._compile import BLAS_MIN_FLOPS, PARALLEL_MIN_FLOPS, twins
+from ._blas import NO_TRANS, TRANS, gemm
+
+#: Multiply-adds (n * d * m) from which the affine kernels call BLAS instead of the loops.
+AFFINE_BLAS_MIN_FLOPS = 1 << 17
 
 
-def _affine_forward_body(x, W, b, out):
+@njit(cache=True, nogil=True)
+def _affine_forward_loops(x, W, b, out):
     n, d = x.shape
     m = W.shape[1]
-    for i in prange(n):
+    for i in range(n):
         for j in range(m):
             out[i, j] = b[j]
         for k in range(d):
@@ -28,11 +40,12 @@ def _affine_forward_body(x, W, b, out):
                     out[i, j] += xik * W[k, j]
 
 
-def _dx_body(dout, W, dx):
+@njit(cache=True, nogil=True)
+def _dx_loops(dout, W, dx):
     # dx = dout @ W.T: each element is a dot product of two contiguous rows.
     n, m = dout.shape
     d = W.shape[0]
-    for i in prange(n):
+    for i in range(n):
         for k in range(d):
             acc = dx.dtype.type(0)
             for j in range(m):
@@ -40,32 +53,20 @@ def _dx_body(dout, W, dx):
             dx[i, k] = acc
 
 
-def _dW_body(x, dout, dW):
-    # dW = x.T @ dout, one row of dW per iteration: rows of dW are disjoint across threads
-    # and each sums over the batch in order.
+@njit(cache=True, nogil=True)
+def _dW_loops(x, dout, dW):
+    # dW = x.T @ dout as rank-1 updates, row after row (contiguous rows of x and dout).
     n, d = x.shape
     m = dout.shape[1]
-    for k in prange(d):
+    for k in range(d):
         for j in range(m):
             dW[k, j] = 0
-        for i in range(n):
+    for i in range(n):
+        for k in range(d):
             xik = x[i, k]
             if xik != 0:
                 for j in range(m):
                     dW[k, j] += xik * dout[i, j]
-
-
-_affine_forward_serial, _affine_forward_parallel = twins(_affine_forward_body)
-_dx_serial, _dx_parallel = twins(_dx_body)
-_dW_serial, _dW_parallel = twins(_dW_body)
-
-
-@njit(cache=True, nogil=True)
-def _add_bias(out, b):
-    n, m = out.shape
-    for i in range(n):
-        for j in range(m):
-            out[i, j] += b[j]
 
 
 @njit(cache=True, nogil=True)
@@ -94,16 +95,18 @@ def affine_forward(x, W, b, out):
     x : ndarray, (n, d), float32 or float64, C-contiguous
     W : ndarray, (d, m), dtype of `x`, C-contiguous
     b : ndarray, (m,), dtype of `x`
-    out : ndarray, (n, m), dtype of `x`, C-contiguous, written in place.
+    out : ndarray, (n, m), dtype of `x`, C-contiguous, written in place; must not overlap
+        the inputs.
     """
-    work = x.shape[0] * x.shape[1] * W.shape[1]
-    if work >= BLAS_MIN_FLOPS:
-        np_dot(x, W, out)
-        _add_bias(out, b)
-    elif work >= PARALLEL_MIN_FLOPS and x.shape[0] > 1:
-        _affine_forward_parallel(x, W, b, out)
-    else:
-        _affine_forward_serial(x, W, b, out)
+    n, d = x.shape
+    m = W.shape[1]
+    if n * d * m < AFFINE_BLAS_MIN_FLOPS:
+        _affine_forward_loops(x, W, b, out)
+        return
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = b[j]
+    gemm(NO_TRANS, NO_TRANS, n, m, d, 1.0, x, d, W, m, 1.0, out, m)
 
 
 @njit(cache=True, nogil=True)
@@ -125,22 +128,12 @@ def affine_backward(dout, x, W, dW, db, dx=None):
     """
     n, d = x.shape
     m = W.shape[1]
-    work = n * d * m
     column_sum(dout, db)
-    if work >= BLAS_MIN_FLOPS:
-        np_dot(x.T, dout, dW)
+    if n * d * m < AFFINE_BLAS_MIN_FLOPS:
+        _dW_loops(x, dout, dW)
         if dx is not None:
-            np_dot(dout, W.T, dx)
-    elif work >= PARALLEL_MIN_FLOPS:
-        _dW_parallel(x, dout, dW)
-        if dx is not None:
-            _dx_parallel(dout, W, dx)
-    else:
-        _dW_serial(x, dout, dW)
-        if dx is not None:
-            _dx_serial(dout, W, dx)
-
-
-# Bound at the end so the docstrings above read naturally; ``np.dot(a, b, out)`` in Numba
-# calls BLAS gemm and writes into `out` without allocating for C- or F-ordered operands.
-from numpy import dot as np_dot  # noqa: E402
+            _dx_loops(dout, W, dx)
+        return
+    gemm(TRANS, NO_TRANS, d, m, n, 1.0, x, d, dout, m, 0.0, dW, m)
+    if dx is not None:
+        gemm(NO_TRANS, TRANS, n, d, m, 1.0, dout, m, W, m, 0.0, dx, d)
