@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from .kernels.gather import gather_pixels
 from .checkpoint import Checkpoint, History, load_checkpoint, load_params, save_checkpoint
 
 __all__ = ["EpochRecord", "History", "TrainResult", "accuracy", "plot_history", "train"]
@@ -136,6 +137,24 @@ def _check_xt(name, x, t, dtype):
     x = np.ascontiguousarray(x, dtype=dtype)
     t = np.ascontiguousarray(t, dtype=np.int64 if t.ndim == 1 else dtype)
     return x, t
+
+
+def _pixel_copy(x):
+    """``(uint8 copy, divisor)`` when every value of `x` is an 8-bit pixel as the loader
+    makes it (``k / 255`` normalized, or ``k`` raw), else ``(None, 0)``.
+
+    The loop then gathers mini-batches from the uint8 copy (see
+    :mod:`fastbp.kernels.gather`): the same values bit for bit, from a quarter of the bytes.
+    """
+    from .kernels.gather import encode_pixels
+
+    if x.size == 0:
+        return None, 0
+    u8 = np.empty(x.shape, np.uint8)
+    for divisor in (255, 1):
+        if encode_pixels(x, divisor, u8):
+            return u8, divisor
+    return None, 0
 
 
 def _batch_block(seed: int, block: int, n: int, batch_size: int) -> np.ndarray:
@@ -318,6 +337,7 @@ def train(
     tb = np.empty((batch_size,) + t_train.shape[1:], dtype=t_train.dtype)
     np.take(x_train, np.arange(batch_size) % n, axis=0, out=xb)
     np.take(t_train, np.arange(batch_size) % n, axis=0, out=tb)
+    pixels, divisor = _pixel_copy(x_train)
     compile_s = _warm_up(input_size, hidden_size, output_size, dtype.type, xb, tb, x_train[:eval_chunk]) if warmup else 0.0
 
     meta = dict(checkpoint_meta or {})
@@ -343,10 +363,13 @@ def train(
                 block_id = s // BLOCK
                 block = _batch_block(seed, block_id, n, batch_size)
             t0 = time.perf_counter()
-            # mode="clip": with out= and the default mode="raise", NumPy gathers
-            # into a hidden temporary and copies it (2-3x slower); the indices
-            # are in range by construction, so clipping never changes them.
-            np.take(x_train, block[s % BLOCK], axis=0, out=xb, mode="clip")
+            if pixels is not None:
+                gather_pixels(pixels, block[s % BLOCK], divisor, xb)
+            else:
+                # mode="clip": with out= and the default mode="raise", NumPy gathers
+                # into a hidden temporary and copies it (2-3x slower); the indices
+                # are in range by construction, so clipping never changes them.
+                np.take(x_train, block[s % BLOCK], axis=0, out=xb, mode="clip")
             np.take(t_train, block[s % BLOCK], axis=0, out=tb, mode="clip")
             t1 = time.perf_counter()
             loss = net.train_step(xb, tb, lr)

@@ -254,3 +254,37 @@ def test_mnist_digits_8000_2000_short_run():
     r = train(((x[:8000], t[:8000]), (x[8000:], t[8000:])), iterations=1600, batch_size=100, lr=0.1,
               hidden_size=50, seed=0)
     assert r.history.test_acc[-1] >= 0.92, r.history.test_acc
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pixel_copy_and_gather_reproduce_the_rows(dtype):
+    from fastbp.kernels.gather import gather_pixels
+    from fastbp.train import _pixel_copy
+
+    rng = np.random.default_rng(3)
+    u8 = rng.integers(0, 256, (50, 784), dtype=np.uint8)
+    idx = rng.integers(0, 50, 17)
+    for x, divisor in ((u8.astype(np.float32) / np.float32(255), 255), (u8.astype(dtype), 1)):
+        x = np.ascontiguousarray(x, dtype=dtype)  # the trainer's copy in the net's dtype
+        pixels, got = _pixel_copy(x)
+        assert got == divisor
+        np.testing.assert_array_equal(pixels, u8)
+        out = np.empty((17, 784), dtype)
+        gather_pixels(pixels, idx, divisor, out)
+        np.testing.assert_array_equal(out, x[idx])  # bit for bit
+    for bad in (0.5, np.nan, -1.0, 256.0, 1e-9):
+        x = u8.astype(dtype) / dtype(255)
+        x[7, 3] = bad
+        assert _pixel_copy(np.ascontiguousarray(x))[0] is None
+
+
+def test_pixel_gather_trains_like_np_take(data, monkeypatch):
+    import fastbp.train as T
+
+    (x, t), test = data
+    x = np.round(x * 255).astype(np.float32) / np.float32(255)  # 8-bit pixels
+    a = train(((x, t), test), iterations=40, batch_size=32, seed=5, warmup=False)
+    monkeypatch.setattr(T, "_pixel_copy", lambda x: (None, 0))
+    b = train(((x, t), test), iterations=40, batch_size=32, seed=5, warmup=False)
+    for k in a.net.params:
+        np.testing.assert_array_equal(a.net.params[k], b.net.params[k])
