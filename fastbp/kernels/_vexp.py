@@ -19,6 +19,7 @@ from numba.extending import intrinsic, overload
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.693145751953125        # exact in float32, so k * _LN2_HI is exact
 _LN2_LO = 1.4286068203094173e-06   # ln2 - _LN2_HI
+_CUTOFF = {np.float32: -87.0}     # below it the compiled exp gives 0 (float64: -708)
 
 
 @intrinsic
@@ -42,7 +43,9 @@ def _pow2(typingctx, k, like):
 
 def exp_nonpos(x):
     """``exp(x)`` for ``x <= 0`` (or NaN), in `x`'s float type, vectorizable (Numba code)."""
-    return np.exp(x)
+    # Plain NumPy, for NUMBA_DISABLE_JIT=1 runs (compiled code uses the overload below), with
+    # the overload's flush to 0 below its cut-off, so no underflow warning is raised either.
+    return type(x)(0.0) if x < _CUTOFF.get(type(x), -708.0) else np.exp(x)
 
 
 @overload(exp_nonpos, jit_options={"cache": True}, inline="always")

@@ -41,7 +41,7 @@ def _row(x, t, dx, i, inv_n):
     for j in range(1, c):
         if x[i, j] > mx:
             mx = x[i, j]
-    s = 0.0
+    s = np.float64(0.0)  # not 0.0: without JIT, 0.0 + a np.float32 is float32 (NEP 50)
     for j in range(c):
         e = exp_nonpos(x[i, j] - mx)  # <= 0; vectorizable (see ._vexp)
         dx[i, j] = e
