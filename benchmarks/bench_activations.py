@@ -11,7 +11,7 @@ set in ``setup`` and recorded by ``bench_train_step.Threads``. Kernels are calle
 import numpy as np
 
 from . import common
-from .common import BATCH_SIZES, DTYPES, IMPLS, H
+from .common import BATCH_SIZES, DTYPES, IMPLS, SPEEDUP_BATCH_SIZES, H
 
 
 def _case(n, dtype):
@@ -71,13 +71,14 @@ class Sigmoid(_Activation):
 
 class Speedup:
     """NumPy time / fastbp time for each activation kernel (min over alternating samples)."""
-    params = [BATCH_SIZES, DTYPES]
+    params = [SPEEDUP_BATCH_SIZES, DTYPES]
     param_names = ["batch_size", "dtype"]
     unit = "x"
     timeout = 120
     processes = 1  # each call already alternates 7 samples of both sides
 
     def setup(self, n, dtype):
+        n = int(n)
         common.set_threads()
         x, dout, y, _ = _case(n, dtype)
         o1, o2 = np.empty_like(x), np.empty_like(x)

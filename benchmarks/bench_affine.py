@@ -11,7 +11,7 @@ set in ``setup``. Kernels are called once in ``setup``: no compilation is timed.
 import numpy as np
 
 from . import common
-from .common import BATCH_SIZES, DTYPES, IMPLS, D, H
+from .common import BATCH_SIZES, DTYPES, IMPLS, SPEEDUP_BATCH_SIZES, D, H
 
 
 def _case(n, dtype):
@@ -56,13 +56,14 @@ class Affine:
 
 class Speedup:
     """NumPy time / fastbp time for the affine kernels (min over alternating samples)."""
-    params = [BATCH_SIZES, DTYPES]
+    params = [SPEEDUP_BATCH_SIZES, DTYPES]
     param_names = ["batch_size", "dtype"]
     unit = "x"
     timeout = 120
     processes = 1  # each call already alternates 7 samples of both sides
 
     def setup(self, n, dtype):
+        n = int(n)
         common.set_threads()
         x, W, b, dout = _case(n, dtype)
         bufs = [(np.empty((n, H), dtype), np.empty((D, H), dtype), np.empty(H, dtype),

@@ -11,7 +11,7 @@ timed.
 import numpy as np
 
 from . import common
-from .common import BATCH_SIZES, DTYPES, IMPLS
+from .common import BATCH_SIZES, DTYPES, IMPLS, SPEEDUP_BATCH_SIZES
 
 
 def _case(n, dtype):
@@ -45,13 +45,14 @@ class SoftmaxCrossEntropy:
 
 class Speedup:
     """NumPy time / fastbp time for softmax-cross-entropy with its gradient."""
-    params = [BATCH_SIZES, DTYPES]
+    params = [SPEEDUP_BATCH_SIZES, DTYPES]
     param_names = ["batch_size", "dtype"]
     unit = "x"
     timeout = 120
     processes = 1  # each call already alternates 7 samples of both sides
 
     def setup(self, n, dtype):
+        n = int(n)
         common.set_threads()
         x, t = _case(n, dtype)
         d1, d2 = np.empty_like(x), np.empty_like(x)

@@ -9,7 +9,7 @@ Numba's pool and both OpenBLAS pools, set in ``setup`` and recorded by ``Threads
 runs in ``setup``: no compilation is timed.
 """
 from . import common
-from .common import BATCH_SIZES, DTYPES, IMPLS, LR
+from .common import BATCH_SIZES, DTYPES, IMPLS, SPEEDUP_BATCH_SIZES, LR
 
 
 def _net(impl, dtype):
@@ -42,13 +42,14 @@ class TrainStep:
 
 class Speedup:
     """NumPy time / fastbp time for the whole training step."""
-    params = [BATCH_SIZES, DTYPES]
+    params = [SPEEDUP_BATCH_SIZES, DTYPES]
     param_names = ["batch_size", "dtype"]
     unit = "x"
     timeout = 180
     processes = 1  # each call already alternates 7 samples of both sides
 
     def setup(self, n, dtype):
+        n = int(n)
         common.set_threads()
         x, t = common.images(n, dtype), common.labels(n)
         a, b = _net("numpy", dtype), _net("fastbp", dtype)
