@@ -60,7 +60,7 @@ class Speedup:
     param_names = ["batch_size", "dtype"]
     unit = "x"
     timeout = 120
-    processes = 1  # each call already alternates 7 samples of both sides
+    processes = 1  # each call already alternates 15 samples of both sides
 
     def setup(self, n, dtype):
         n = int(n)

@@ -356,10 +356,12 @@ def _calibrate(fn, target=0.002):
         number *= 2 if dt * 10 < target else 3
 
 
-def speedup(numpy_fn, fastbp_fn, samples=7, target=0.004):
+def speedup(numpy_fn, fastbp_fn, samples=15, target=0.003):
     """NumPy time / fastbp time: the minimum per-call time of each over `samples` alternating
     samples of at least `target` seconds (both functions are called in setup first, so no
-    compilation is timed). With ``FASTBP_BENCH_QUICK`` (CI): 2 samples of 1 ms."""
+    compilation is timed). Many short alternating samples: on a shared machine a burst of
+    load then hits both sides alike, and the minimum finds a quiet sample of each. With
+    ``FASTBP_BENCH_QUICK`` (CI): 2 samples of 1 ms."""
     import time
     if QUICK:
         samples, target = 2, 0.001
