@@ -1,8 +1,17 @@
+import numba
 import numpy as np
 import pytest
 
 BATCHES = (1, 2, 7, 64, 1000)
 DTYPES = (np.float32, np.float64)
+
+
+#: For tests about compiled code itself (NRT allocation counts, cache files, machine code):
+#: with NUMBA_DISABLE_JIT=1 the kernels are plain Python functions. Everything else runs in
+#: that mode too (a CI step), checking that the kernels' Python bodies stay valid Python.
+compiled_only = pytest.mark.skipif(
+    bool(numba.config.DISABLE_JIT),
+    reason="about compiled code; NUMBA_DISABLE_JIT=1 runs the kernels as plain Python")
 
 
 def tol(dtype):

@@ -12,6 +12,10 @@ import textwrap
 
 import pytest
 
+from conftest import compiled_only
+
+pytestmark = compiled_only  # NRT allocation counts of compiled code
+
 SCRIPT = textwrap.dedent("""
     import json, sys, tracemalloc
     import numpy as np

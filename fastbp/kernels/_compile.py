@@ -6,8 +6,16 @@ Every ``prange`` in fastbp writes disjoint output slices and every reduction run
 fixed order, so both twins return bit-identical results for any thread count.
 
 ``cache=True`` keeps compiled machine code on disk (``NUMBA_CACHE_DIR`` or ``__pycache__``)
-so a new process skips compilation.
+so a new process skips compilation. Numba names a cache file after the function's module,
+qualified name and line, and keys its entries by signature and bytecode only, not by jit
+options (numba/numba#6845): two dispatchers of one body would share entries, and whichever
+twin was compiled second would load the first one's machine code (the serial twin ran the
+parfor code, or the parallel twin ran serially, depending on which a process compiled
+first). Each twin is therefore compiled from a copy of the body with its own qualified
+name, so each gets its own cache files.
 """
+import types
+
 from numba import njit
 from numba.np.ufunc.parallel import _launch_threads
 
@@ -24,8 +32,20 @@ _launch_threads()
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
-def twins(body):
-    """Return ``(serial, parallel)`` compilations of ``body``."""
-    serial = njit(cache=True, nogil=True)(body)
-    parallel = njit(cache=True, nogil=True, parallel=True)(body)
+def _renamed(body, suffix):
+    """A copy of the function `body` whose ``__qualname__`` ends in ``__<suffix>``."""
+    f = types.FunctionType(body.__code__, body.__globals__, body.__name__,
+                           body.__defaults__, body.__closure__)
+    f.__kwdefaults__ = body.__kwdefaults__
+    f.__doc__ = body.__doc__
+    f.__qualname__ = f"{body.__qualname__}__{suffix}"
+    return f
+
+
+def twins(body, **options):
+    """Return ``(serial, parallel)`` compilations of ``body`` (extra jit `options` for both),
+    each with its own cache files."""
+    serial = njit(cache=True, nogil=True, **options)(_renamed(body, "serial"))
+    parallel = njit(cache=True, nogil=True, parallel=True, **options)(
+        _renamed(body, "parallel"))
     return serial, parallel

@@ -47,10 +47,8 @@ _relu_backward_serial, _relu_backward_parallel = twins(_relu_backward_body)
 # error_model="numpy": no ZeroDivisionError check on `one / (one + e)` (the divisor is
 # >= 1). The check is a branch that kept LLVM from vectorizing the loop (measured: scalar
 # code, 4.5 ms per 10**7 float32; vectorized: see benchmarks/elementwise_bandwidth.py).
-_sigmoid_forward_serial = njit(cache=True, nogil=True, error_model="numpy")(
-    _sigmoid_forward_body)
-_sigmoid_forward_parallel = njit(cache=True, nogil=True, parallel=True,
-                                 error_model="numpy")(_sigmoid_forward_body)
+_sigmoid_forward_serial, _sigmoid_forward_parallel = twins(_sigmoid_forward_body,
+                                                            error_model="numpy")
 _sigmoid_backward_serial, _sigmoid_backward_parallel = twins(_sigmoid_backward_body)
 
 
