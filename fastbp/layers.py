@@ -6,9 +6,20 @@ that only make things more robust: inputs of another dtype than the parameters a
 the parameters' dtype (the parameters are never copied), ``backward`` never modifies
 ``dout`` in place, and the softmax is computed stably.
 """
+import operator
+
 import numpy as np
 
 from . import ops
+
+
+def _broadcast(op, a, b, names):
+    """``op(a, b)``; shapes that do not broadcast are a ValueError naming the arguments."""
+    try:
+        return op(a, b)
+    except ValueError as exc:
+        raise ValueError(f"{names} must have broadcastable shapes, got {np.shape(a)} and "
+                         f"{np.shape(b)} ({exc})") from None
 
 
 class MulLayer:
@@ -21,11 +32,11 @@ class MulLayer:
     def forward(self, x, y):
         self.x = x
         self.y = y
-        return x * y
+        return _broadcast(operator.mul, x, y, "x and y")
 
     def backward(self, dout):
-        dx = dout * self.y  # the inputs swap places
-        dy = dout * self.x
+        dx = _broadcast(operator.mul, dout, self.y, "dout and y")  # the inputs swap places
+        dy = _broadcast(operator.mul, dout, self.x, "dout and x")
         return dx, dy
 
 
@@ -36,7 +47,7 @@ class AddLayer:
         pass
 
     def forward(self, x, y):
-        return x + y
+        return _broadcast(operator.add, x, y, "x and y")
 
     def backward(self, dout):
         return dout * 1, dout * 1
@@ -49,7 +60,8 @@ def _floats(name, a, like=None):
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got {a.dtype}; convert it with "
                         f"{name}.astype(np.float32)")
-    dtype = like if like is not None else (a.dtype if a.dtype in ops._FLOATS else np.float64)
+    native = a.dtype.newbyteorder("=")  # a big-endian float32 array stays float32
+    dtype = like if like is not None else (native if native in ops._FLOATS else np.float64)
     return a.astype(dtype, copy=False)
 
 

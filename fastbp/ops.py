@@ -25,6 +25,8 @@ def _asarray(name, a):
 def _float(name, a, ndim=None, dtype=None):
     """`a` as a C-contiguous, aligned float32/float64 array of its own shape, checked."""
     arr = _asarray(name, a)
+    if arr.dtype not in _FLOATS and arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in _FLOATS:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data, e.g. from a file
     if arr.dtype not in _FLOATS:
         fix = ".astype(np.float32)" if dtype is None else f".astype(np.{dtype})"
         raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}; convert it with "

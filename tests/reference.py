@@ -46,7 +46,8 @@ def softmax_cross_entropy(x, t):
     T = onehot(t, c)
     z = x - x.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    loss = -(T * logp).sum() / n
+    # 0 * log(0) = 0: a class with target 0 adds nothing, even if its logit is -inf
+    loss = -np.where(T != 0, T * logp, 0.0).sum() / n
     return loss, (np.exp(logp) - T) / n
 
 
