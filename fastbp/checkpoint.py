@@ -188,12 +188,52 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ValueError(f"{path}: not a readable fastbp checkpoint ({exc})") from exc
     try:
         meta = json.loads(str(arrays["meta"][()]))
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise KeyError("format")
         params = {k: arrays[f"param_{k}"] for k in PARAM_NAMES}
         history = History.from_arrays(arrays)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise ValueError(f"{path}: not a fastbp checkpoint (missing or bad entry {exc})") from exc
-    if meta.get("version", 0) > VERSION:
+    version = meta.get("version", 0)
+    if not _is_int(version):
+        raise ValueError(f"{path}: damaged checkpoint: bad format version {version!r}")
+    if version > VERSION:
         raise ValueError(f"{path}: checkpoint format version {meta['version']} is newer than this fastbp ({VERSION})")
+    problem = _check_contents(meta, params, arrays)
+    if problem:
+        raise ValueError(f"{path}: damaged checkpoint: {problem}")
     return Checkpoint(params=params, history=history, meta=meta)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_contents(meta, params, arrays):
+    """What is inconsistent in a checkpoint that unzipped fine, or None: the sizes and
+    dtype in ``meta`` must describe the parameter arrays, and the history columns must be
+    1-D real numbers of consistent lengths (so a damaged file fails here, naming the file,
+    not later inside the trainer)."""
+    sizes = {}
+    for key in ("input_size", "hidden_size", "output_size"):
+        v = meta.get(key)
+        if not _is_int(v) or v < 1:
+            return f"meta {key} is {v!r}, expected a positive integer"
+        sizes[key] = v
+    if meta.get("dtype") not in ("float32", "float64"):
+        return f"meta dtype is {meta.get('dtype')!r}, expected 'float32' or 'float64'"
+    d, h, c = sizes["input_size"], sizes["hidden_size"], sizes["output_size"]
+    for name, shape in zip(PARAM_NAMES, ((d, h), (h,), (h, c), (c,))):
+        a = params[name]
+        if a.dtype.kind != "f" or a.shape != shape:
+            return f"{name} is {a.dtype} of shape {a.shape}, expected {meta['dtype']} {shape}"
+    lengths = {}
+    for f in fields(History):
+        a = arrays[f"history_{f.name}"]
+        if a.ndim != 1 or a.dtype.kind not in "iuf":
+            return f"history {f.name} is {a.dtype} of shape {a.shape}, expected 1-D numbers"
+        lengths[f.name] = len(a)
+    per_epoch = {v for k, v in lengths.items() if k != "step_loss"}
+    if len(per_epoch) > 1:
+        return f"history columns have different lengths {lengths}"
+    return None

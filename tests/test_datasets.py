@@ -129,6 +129,32 @@ def test_read_idx_gzip_plain_truncated_and_corrupt(tmp_path):
         read_idx(tmp_path / "short.gz")
 
 
+def test_read_idx_every_cut_and_every_changed_byte(tmp_path):
+    """A gzip-compressed IDX file cut at any byte is an error naming it; with any one byte
+    changed it reads the same array (an unused header field) or is an error naming it (the
+    gzip CRC-32 and length, then the IDX checks): never a wrong array, never another
+    exception."""
+    a = np.arange(60, dtype=np.uint8).reshape(3, 4, 5)
+    gz = gzip.compress(idx_bytes(a), mtime=0)
+    path = tmp_path / "images-idx3-ubyte.gz"
+    same = 0
+    for i in range(len(gz)):
+        path.write_bytes(gz[:i])
+        with pytest.raises(ValueError, match="images-idx3-ubyte.gz"):
+            read_idx(path, ndim=3)
+        bad = bytearray(gz)
+        bad[i] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        try:
+            got = read_idx(path, ndim=3)
+        except ValueError as exc:
+            assert "images-idx3-ubyte.gz" in str(exc)
+        else:
+            np.testing.assert_array_equal(got, a)
+            same += 1
+    assert 0 < same < 12  # the flags, mtime, extra-flags and OS header bytes
+
+
 # --------------------------------------------------------------------------- real files
 
 

@@ -1,0 +1,260 @@
+"""Crash safety of fastbp.checkpoint: a write killed midway, damaged files.
+
+A checkpoint is written to a temporary file and renamed over the old one, so a process
+killed while writing (SIGKILL: no handler, no cleanup) leaves the previous checkpoint
+intact. Every damaged file (cut short, a byte changed, well-formed but inconsistent) is a
+ValueError naming the file; nothing is loaded with pickle.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from fastbp.checkpoint import History, load_checkpoint, save_checkpoint
+
+
+class Net:
+    """What save_checkpoint needs of a network: a book-style ``params`` dict."""
+
+    def __init__(self, d=6, h=4, c=3, seed=0, dtype=np.float32):
+        rng = np.random.default_rng(seed)
+        self.params = {"W1": rng.standard_normal((d, h)).astype(dtype),
+                       "b1": rng.standard_normal(h).astype(dtype),
+                       "W2": rng.standard_normal((h, c)).astype(dtype),
+                       "b2": rng.standard_normal(c).astype(dtype)}
+
+
+def history(steps=5):
+    return History(step_loss=[2.0 - 0.1 * i for i in range(steps)], epoch_step=[steps],
+                   epoch_loss=[1.5], train_acc=[0.5], test_acc=[0.25], epoch_seconds=[0.1])
+
+
+def same(ckpt, net, hist):
+    return (all(np.array_equal(ckpt.params[k], net.params[k]) for k in net.params)
+            and ckpt.history == hist)
+
+
+# -- SIGKILL in the middle of a write -------------------------------------------------------
+
+WRITER = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from fastbp.checkpoint import History, save_checkpoint
+
+    path, size = sys.argv[1], int(sys.argv[2])
+    rng = np.random.default_rng(1)
+    class Net:
+        params = {"W1": rng.standard_normal((size, 50)).astype(np.float32),
+                  "b1": np.zeros(50, np.float32),
+                  "W2": rng.standard_normal((50, 10)).astype(np.float32),
+                  "b2": np.zeros(10, np.float32)}
+    hist = History(step_loss=[1.0] * 7)
+
+    # The complete size of this checkpoint, written elsewhere first.
+    full = save_checkpoint(os.path.join(os.path.dirname(path), "full.npz"), Net, hist, seed=2)
+    half = os.path.getsize(full) // 2
+
+    class Stalling:
+        # The checkpoint's file object: passes writes through, and once more than half of
+        # the file is on disk, announces it and stalls there until killed.
+        def __init__(self, fh):
+            self._fh, self.written = fh, 0
+        def write(self, b):
+            n = self._fh.write(b)
+            self.written += len(b)
+            if self.written > half:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                print("MIDWRITE", self.written, os.path.getsize(full), flush=True)
+                time.sleep(600)
+            return n
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return self._fh.__exit__(*exc)
+
+    real_fdopen = os.fdopen
+    os.fdopen = lambda *a, **k: Stalling(real_fdopen(*a, **k))
+    save_checkpoint(path, Net, hist, seed=2)
+    print("FINISHED", flush=True)  # never reached: killed above
+""")
+
+
+def test_sigkill_mid_write_leaves_previous_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    old_net, old_hist = Net(seed=5), history(3)
+    save_checkpoint(path, old_net, old_hist, seed=1)
+    before = path.read_bytes()
+
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "2000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until the writer is mid-write
+        assert line.startswith("MIDWRITE"), (line, proc.stderr.read() if proc.poll() else "")
+        written, full_size = map(int, line.split()[1:])
+        temps = list(tmp_path.glob(".ckpt.npz.*.tmp"))
+        assert len(temps) == 1
+        on_disk = temps[0].stat().st_size
+        assert 0 < on_disk == written < full_size  # really in the middle of the write
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert "FINISHED" not in proc.stdout.read()
+
+    assert path.read_bytes() == before  # the previous checkpoint, untouched
+    assert same(load_checkpoint(path), old_net, old_hist)
+    # The half-written temporary is left behind (nothing ran after SIGKILL); it is never
+    # mistaken for a checkpoint: loading it is a clear error.
+    with pytest.raises(ValueError, match=temps[0].name):
+        load_checkpoint(temps[0])
+    # The next save still works and replaces the old checkpoint.
+    new_net, new_hist = Net(seed=6), history(4)
+    save_checkpoint(path, new_net, new_hist, seed=1)
+    assert same(load_checkpoint(path), new_net, new_hist)
+
+
+# -- damaged files --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    path = tmp_path_factory.mktemp("good") / "good.npz"
+    net, hist = Net(d=3, h=2, c=2), history(2)
+    save_checkpoint(path, net, hist, seed=3, dataset="blobs")
+    return path.read_bytes(), net, hist
+
+
+def outcome(path):
+    """'ok' with the checkpoint, or the ValueError's message; anything else propagates."""
+    try:
+        return "ok", load_checkpoint(path)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+def test_every_truncation_is_an_error_naming_the_file(good, tmp_path):
+    raw, _, _ = good
+    path = tmp_path / "cut.npz"
+    for n in range(len(raw)):
+        path.write_bytes(raw[:n])
+        kind, res = outcome(path)
+        assert kind == "error" and "cut.npz" in res, (n, kind)
+
+
+def test_every_byte_changed_loads_the_same_or_is_an_error(good, tmp_path):
+    """Flipping any one byte: the zip CRCs and the checks after unzipping catch every change
+    to the content; a change in an unused field (a timestamp) loads the same checkpoint."""
+    raw, net, hist = good
+    path = tmp_path / "flip.npz"
+    loaded = errors = 0
+    for i in range(len(raw)):
+        bad = bytearray(raw)
+        bad[i] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        kind, res = outcome(path)
+        if kind == "ok":
+            loaded += 1
+            assert same(res, net, hist) and res.meta["dataset"] == "blobs", i
+        else:
+            errors += 1
+            assert "flip.npz" in res, (i, res)
+    assert errors > len(raw) // 2 and loaded > 0, (errors, loaded)
+
+
+def write_npz(path, **arrays):
+    with open(path, "wb") as fh:  # np.savez(path) would append ".npz" to other names
+        np.savez(fh, **arrays)
+    return path
+
+
+def valid_arrays(d=3, h=2, c=2, **meta_changes):
+    meta = {"format": "fastbp-checkpoint", "version": 1, "input_size": d, "hidden_size": h,
+            "output_size": c, "dtype": "float32", "seed": 0}
+    meta.update(meta_changes)
+    arrays = {"param_W1": np.zeros((d, h), np.float32), "param_b1": np.zeros(h, np.float32),
+              "param_W2": np.zeros((h, c), np.float32), "param_b2": np.zeros(c, np.float32),
+              **{k: np.asarray(v, np.int64 if k == "history_epoch_step" else np.float64)
+                 for k, v in history(2).to_arrays().items()}}
+    arrays["meta"] = np.array(json.dumps(meta))
+    return arrays
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(meta=np.array("[1, 2]")), "not a fastbp checkpoint"),
+    (dict(meta=np.array("{not json")), "not a fastbp checkpoint"),
+    (dict(meta=np.array(["{}", "{}"])), "not a fastbp checkpoint"),
+    (dict(meta=np.array(json.dumps({"format": "other"}))), "not a fastbp checkpoint"),
+    (dict(param_W1=None), "missing or bad entry"),
+    (dict(history_train_acc=None), "missing or bad entry"),
+    (dict(param_W1=np.zeros((3, 5), np.float32)), "W1"),
+    (dict(param_b2=np.zeros((), np.float32)), "b2"),
+    (dict(param_W2=np.array([["a", "b"], ["c", "d"]])), "W2"),
+    (dict(history_step_loss=np.zeros((2, 2))), "step_loss"),
+    (dict(history_step_loss=np.array(["a", "b"])), "step_loss"),
+    (dict(history_test_acc=np.zeros(5)), "different lengths"),
+    ("version", "format version"),
+    ("version-str", "format version"),
+    ("hidden", "hidden_size"),
+    ("dtype", "dtype"),
+    ("no-input", "input_size"),
+])
+def test_inconsistent_checkpoint_is_an_error_naming_the_file(tmp_path, change, words):
+    if change == "version":
+        arrays = valid_arrays(version=99)
+    elif change == "version-str":
+        arrays = valid_arrays(version="1")
+    elif change == "hidden":
+        arrays = valid_arrays(hidden_size=True)
+    elif change == "dtype":
+        arrays = valid_arrays(dtype="float16")
+    elif change == "no-input":
+        arrays = valid_arrays(input_size=None)
+    else:
+        arrays = valid_arrays()
+        for k, v in change.items():
+            if v is None:
+                del arrays[k]
+            else:
+                arrays[k] = v
+    path = write_npz(tmp_path / "bad.ckpt", **arrays)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(path)
+    assert "bad.ckpt" in str(info.value) and words in str(info.value), str(info.value)
+
+
+def test_valid_hand_written_checkpoint_loads(tmp_path):
+    c = load_checkpoint(write_npz(tmp_path / "ok.ckpt", **valid_arrays()))
+    assert c.make_net().params["W1"].shape == (3, 2) and c.step == 2
+
+
+def test_pickled_object_arrays_are_refused_without_unpickling(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+    arrays = valid_arrays()
+    arrays["param_W1"] = np.array([Boom()], dtype=object)
+    path = write_npz(tmp_path / "evil.npz", **arrays)
+    with pytest.raises(ValueError, match="evil.npz"):
+        load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
+    assert zipfile.is_zipfile(path)
+
+
+def test_directory_or_unreadable_path(tmp_path):
+    with pytest.raises(ValueError, match=str(tmp_path.name)):
+        load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.npz")
+
