@@ -28,13 +28,14 @@ class TestAgainstReference:
     def test_relu(self, rng, n, dtype, layout):
         x = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
         x[0, 0] = 0  # the book: gradient 0 at exactly 0
+        x[0, 1] = -0.0
         g = layouts(rng.standard_normal((n, D)).astype(dtype))[layout]
         out = ops.relu_forward(x)
         assert out.dtype == dtype
         np.testing.assert_array_equal(out, R.relu_forward(x))
         dx = ops.relu_backward(x, g)
         np.testing.assert_array_equal(dx, R.relu_backward(x, g))
-        assert dx[0, 0] == 0
+        assert dx[0, 0] == 0 and dx[0, 1] == 0
 
     def test_sigmoid(self, rng, n, dtype, layout):
         x = layouts((10 * rng.standard_normal((n, D))).astype(dtype))[layout]
@@ -76,6 +77,81 @@ class TestAgainstReference:
         want = R.sgd_update(p, g, 0.1)
         assert ops.sgd_update(p, g, 0.1) is p
         np.testing.assert_allclose(p, want, **tol(dtype))
+
+
+# -- numerical edge cases -------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_extreme_and_equal_logits(dtype):
+    """Logits of +-1e4 and rows of equal logits: finite, exact losses and gradients, no
+    warning. Row 0's label has probability exp(-2e4), which underflows to 0 in any float
+    type: the loss is still its exact value 2e4 (the book's log(y + 1e-7) would give 16.1)."""
+    x = np.array([[1e4, -1e4, 0], [-1e4, 1e4, 0], [3, 3, 3], [-1e4, -1e4, -1e4],
+                  [1e4, 1e4, -1e4]], dtype)
+    t = np.array([1, 1, 2, 0, 0])
+    want_rows = np.array([2e4, 0.0, np.log(3), np.log(3), np.log(2)])
+    want_dx = np.array([[1, -1, 0], [0, 0, 0], [1 / 3, 1 / 3, -2 / 3], [-2 / 3, 1 / 3, 1 / 3],
+                        [-0.5, 0.5, 0]]) / 5
+    with np.errstate(all="raise"):
+        for targets in (t, np.eye(3, dtype=dtype)[t]):
+            loss, dx = ops.softmax_cross_entropy(x, targets)
+            assert np.isfinite(loss) and np.isfinite(dx).all()
+            assert loss == pytest.approx(want_rows.mean(), rel=1e-6)
+            np.testing.assert_allclose(dx, want_dx, rtol=1e-6, atol=1e-7)
+            with np.errstate(under="ignore"):
+                want_loss, want_ref_dx = R.softmax_cross_entropy(x, t)
+            assert loss == pytest.approx(want_loss, rel=1e-6)
+            np.testing.assert_allclose(dx, want_ref_dx, atol=1e-7)
+        row_loss = np.empty(5)
+        K.softmax_cross_entropy_rows(x, t.astype(np.intp), np.empty_like(x), row_loss)
+    np.testing.assert_allclose(row_loss, want_rows, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_underflowing_probability_keeps_loss_finite(dtype):
+    """A target class whose probability underflows (float32 from ~exp(-104), float64 from
+    ~exp(-745)) still gets its exact loss, -log p = the logit gap, in both twins."""
+    gaps = np.array([50, 120, 800, 5000, 3e4])
+    for n in (len(gaps), 1 << 14):  # serial, then parallel (>= PARALLEL_MIN_ELEMENTS)
+        x = np.zeros((n, 4), dtype)
+        x[:, 0] = np.resize(gaps, n)
+        t = np.full(n, 3)
+        with np.errstate(all="raise"):
+            loss, dx = ops.softmax_cross_entropy(x, t)
+        assert np.isfinite(loss) and np.isfinite(dx).all()
+        assert loss == pytest.approx(np.resize(gaps, n).astype(dtype).mean(), rel=1e-6)
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_no_overflow_up_to_1e4(dtype):
+    """Forward and backward of |x| up to 1e4 (and +-inf) in both twins: no overflow, no
+    warning, exact saturation at 0 and 1, zero gradient there."""
+    edge = np.array([-np.inf, -1e4, -1000, -89, -88, -20, 0, 20, 88, 89, 1000, 1e4, np.inf],
+                    dtype)
+    for x in (edge, np.resize(edge, 1 << 17)):
+        with np.errstate(all="raise"):
+            y = ops.sigmoid_forward(x)
+            dx = ops.sigmoid_backward(y, np.ones_like(x))
+        assert np.isfinite(y).all() and np.isfinite(dx).all()
+        assert (y[x <= -1000] == 0).all() and (y[x >= 1000] == 1).all()
+        assert (dx[np.abs(x) >= 1000] == 0).all()
+        with np.errstate(all="ignore"):
+            np.testing.assert_allclose(y, R.sigmoid_forward(x), **tol(dtype))
+        np.testing.assert_allclose(dx, R.sigmoid_backward(y, 1.0), **tol(dtype))
+
+
+def test_relu_gradient_zero_at_zero_in_both_twins():
+    x = np.zeros(1 << 17)
+    x[1::3] = -0.0
+    x[2::3] = 1.0
+    for serial, parallel in ((KA._relu_backward_serial, KA._relu_backward_parallel),):
+        for f in (serial, parallel, K.relu_backward):
+            dx = np.full_like(x, 7.0)
+            f(x, np.ones_like(x), dx)
+            np.testing.assert_array_equal(dx, x > 0)
 
 
 def test_softmax_soft_targets(rng):
@@ -167,6 +243,20 @@ def test_network_twins_identical(rng):
         rows(t, b1, W2, b2, h, y, dy, dh, rl)
         grad(h, dy, dW2)
         outs.append((h, y, dy, dh, rl, dW2))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    # the per-row passes of the BLAS path (batch > SMALL_BATCH)
+    outs = []
+    for bias_relu, softmax_rows, mask in (
+            (KN._bias_relu_serial, KN._softmax_rows_serial, KN._mask_serial),
+            (KN._bias_relu_parallel, KN._softmax_rows_parallel, KN._mask_parallel)):
+        same = np.random.default_rng(5)  # the same inputs for both
+        h, y, dh = h0.copy(), 3 * same.standard_normal((n, C_)), same.standard_normal((n, H))
+        dy, rl = np.empty((n, C_)), np.empty(n)
+        bias_relu(h, b1)
+        softmax_rows(y, b2, t, dy, rl)
+        mask(h, dh)
+        outs.append((h, y, dy, dh, rl))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
 

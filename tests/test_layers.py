@@ -39,15 +39,30 @@ def test_relu_layer_book_semantics(dtype):
     assert out.dtype == dx.dtype == dtype
 
 
+@pytest.mark.filterwarnings("error")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_layer(dtype):
     layer = Sigmoid()
-    x = np.array([[-1000.0, 0.0, 2.0]], dtype)
+    x = np.array([[-1e4, -1000.0, -100.0, 0.0, 2.0, 100.0, 1000.0, 1e4]], dtype)
     with np.errstate(all="raise"):
         y = layer.forward(x)
         dx = layer.backward(np.ones_like(x))
     np.testing.assert_allclose(y, R.sigmoid_forward(x), **tol(dtype))
     np.testing.assert_allclose(dx, R.sigmoid_backward(y, 1), **tol(dtype))
+    assert y[0, 0] == 0 and y[0, -1] == 1 and dx[0, 0] == dx[0, -1] == 0
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_with_loss_underflowing_probability(dtype):
+    """The book's log(y + 1e-7) caps a row's loss at 16.1; the stable form gives the exact,
+    finite loss when the target's probability underflows to 0."""
+    layer = SoftmaxWithLoss()
+    with np.errstate(all="raise"):
+        loss = layer.forward(np.array([[0.0, -1e4], [500.0, 0.0]], dtype), np.array([1, 1]))
+        dx = layer.backward()
+    assert loss == pytest.approx((1e4 + 500.0) / 2, rel=1e-6)
+    np.testing.assert_allclose(dx, [[0.5, -0.5], [0.5, -0.5]], atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -3,13 +3,14 @@ import subprocess
 import sys
 import textwrap
 
+import numba
 import numpy as np
 import pytest
 
 from fastbp import TwoLayerNet, gradient_check
 
 import reference as R
-from conftest import DTYPES
+from conftest import DTYPES, compiled_only
 
 
 def data(rng, n=5, d=20, c=4, onehot=False):
@@ -126,30 +127,83 @@ def test_train_step_rejects_replaced_params():
         net.train_step(np.ones((3, 30)), np.array([0, 1, 2]), 0.1)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_train_step_bit_identical_1_and_2_threads(dtype):
-    """Same seed, same batches: identical bits with Numba's pool on 1 and on 2 threads.
+DETERMINISM = textwrap.dedent("""
+    import sys
+    import numba, numpy as np, scipy.linalg  # noqa: F401  (loads SciPy's BLAS too)
+    from threadpoolctl import threadpool_info, threadpool_limits
+    import fastbp
+    from fastbp.kernels import network as KN
+    from fastbp.kernels._compile import PARALLEL_MIN_ELEMENTS
 
-    Run in subprocesses so each thread count starts a fresh pool, and over batch sizes that
-    take the serial and the parallel paths. The BLAS pools keep their count: OpenBLAS
-    itself rounds differently on 1 and 2 threads (measured; see the README).
-    """
-    script = textwrap.dedent(f"""
-        import sys, numba, numpy as np, fastbp
-        numba.set_num_threads(int(sys.argv[1]))
+    numba_threads, blas_threads = int(sys.argv[1]), int(sys.argv[2])
+    threadpool_limits(limits=blas_threads, user_api="blas")
+    blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert len(blas) >= 1 and set(blas) == {blas_threads}, blas
+    numba.set_num_threads(numba_threads)
+    # Both sides of every threshold of the fused step and of the elementwise kernels.
+    sizes = (1, KN.SMALL_BATCH, KN.SMALL_BATCH + 1, 100, KN.PARALLEL_MIN_ROWS - 1,
+             KN.PARALLEL_MIN_ROWS, 1000)
+    big = PARALLEL_MIN_ELEMENTS // 10 + 1  # softmax over 10 classes goes parallel
+    out = []
+    for dtype in (np.float32, np.float64):
         rng = np.random.default_rng(0)
-        net = fastbp.TwoLayerNet(784, 50, 10, dtype=np.{np.dtype(dtype).name}, seed=0)
-        x = rng.random((3000, 784)).astype(net.dtype); x[x < 0.5] = 0
-        t = rng.integers(0, 10, 3000)
-        for n in (1, 100, 2000, 100, 3000):
-            for i in range(5):
-                idx = rng.integers(0, 3000, n)
-                net.train_step(x[idx], t[idx], 0.1)
-        sys.stdout.buffer.write(b"".join(net.params[k].tobytes() for k in ("W1","b1","W2","b2")))
-    """)
-    outs = [subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True,
-                           check=True).stdout for n in (1, 2)]
+        net = fastbp.TwoLayerNet(784, 50, 10, dtype=dtype, seed=0)
+        x = rng.random((8000, 784)).astype(dtype)
+        x[x < 0.5] = 0
+        t = rng.integers(0, 10, 8000)
+        losses = []
+        for step in range(200):
+            idx = rng.integers(0, 8000, sizes[step % len(sizes)])
+            losses.append(net.train_step(x[idx], t[idx], 0.1))
+        # The book's loop through the layers: ReLU/softmax twins below and above the
+        # elementwise threshold.
+        for n in (100, big):
+            idx = rng.integers(0, 8000, n)
+            grads = net.gradient(x[idx], t[idx])
+            for k in grads:
+                net.params[k] -= 0.1 * grads[k]
+        out += [net.params[k].tobytes() for k in ("W1", "b1", "W2", "b2")]
+        out.append(np.array(losses).tobytes())
+    sys.stdout.buffer.write(b"".join(out))
+""")
+
+
+@compiled_only
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 cores")
+@pytest.mark.parametrize("blas_threads", [1, 2])
+def test_train_step_bit_identical_1_and_2_threads(blas_threads):
+    """Same seed: bit-identical weights and losses after 200 train_steps (then two book-style
+    gradient steps) with Numba's pool on 1 and on 2 threads, float32 and float64.
+
+    One fresh process per thread count. Batch sizes on both sides of SMALL_BATCH and
+    PARALLEL_MIN_ROWS (serial and parallel twins of the fused step) and of
+    PARALLEL_MIN_ELEMENTS (elementwise twins in the layers). The BLAS pools are pinned with
+    threadpoolctl (to 1, then to 2 threads): OpenBLAS itself rounds differently on 1 and 2
+    threads (measured; see the README), which is outside this guarantee.
+    """
+    outs = [subprocess.run([sys.executable, "-c", DETERMINISM, str(n), str(blas_threads)],
+                           capture_output=True, check=True, timeout=600).stdout
+            for n in (1, 2)]
     assert len(outs[0]) > 0 and outs[0] == outs[1]
+    net = TwoLayerNet(784, 50, 10, dtype=np.float32, seed=0)
+    assert outs[0][:net.params["W1"].nbytes] != net.params["W1"].tobytes()  # it trained
+
+
+@pytest.mark.parametrize("n", [3, 20, 600])  # hand-written, BLAS serial, BLAS parallel paths
+def test_relu_gradient_is_zero_at_zero_pre_activation(rng, n):
+    """Pre-activations exactly 0 (W1 = 0, b1 = 0): the book's mask (x <= 0) gives dW1 = db1 = 0
+    in gradient(), fused_gradient() and train_step; a ``>= 0`` convention would not."""
+    net = TwoLayerNet(6, 4, 3, weight_init_std=1.0, seed=0)
+    net.params["W1"][...] = 0
+    x, t = data(rng, n=n, d=6, c=3)
+    loss, want = R.two_layer(x, t, *(net.params[k] for k in ("W1", "b1", "W2", "b2")))
+    assert np.abs(want["W2"]).sum() == 0 and np.abs(want["b2"]).sum() > 0
+    for grads in (net.gradient(x, t), net.fused_gradient(x, t)):
+        assert not grads["W1"].any() and not grads["b1"].any()
+        for k in want:
+            np.testing.assert_allclose(grads[k], want[k], rtol=1e-12, atol=1e-15)
+    net.train_step(x, t, 0.5)
+    assert not net.params["W1"].any() and not net.params["b1"].any()
 
 
 def test_bad_constructor_args():
