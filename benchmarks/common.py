@@ -14,9 +14,16 @@ Threads
 -------
 Every benchmark's ``setup`` calls :func:`set_threads`, which fixes Numba's pool and both
 OpenBLAS pools (NumPy's and SciPy's) to ``THREADS`` through ``fastbp.set_num_threads``:
-``$FASTBP_BENCH_THREADS`` if set, else every core Numba sees (``NUMBA_NUM_THREADS``). The
-NumPy baselines use the same BLAS thread count. ``bench_train_step.Threads`` records the
-counts in the results.
+``$FASTBP_BENCH_THREADS`` if set, else 1. The NumPy baselines use the same BLAS thread
+count. ``bench_train_step.Threads`` records the counts in the results.
+
+Why 1 by default: this project's machines have 2 shared vCPUs. With 2 threads, every BLAS
+call or parallel region waits for a scheduler slice whenever another process holds the other
+core, and a step's time becomes a multiple of ~8 ms: the batch-100 training step measured
+0.2 ms alone and 15.9 ms (fastbp) / 28 ms (NumPy) while another engineer's test run was
+busy, in the same asv run. One thread per side is not disturbed that way. On a quiet
+machine, ``FASTBP_BENCH_THREADS=2 asv run ...`` measures the threaded code (keep one setting
+per machine in the results history: the thread count is not an asv parameter).
 
 Numba's disk cache
 ------------------
@@ -79,10 +86,7 @@ LR = 0.1
 
 def _default_threads():
     env = os.environ.get("FASTBP_BENCH_THREADS")
-    if env:
-        return int(env)
-    import numba
-    return int(numba.config.NUMBA_NUM_THREADS)
+    return int(env) if env else 1
 
 
 THREADS = _default_threads()

@@ -266,6 +266,15 @@ def plot(rows, path, title=None):
     ax.axhline(1.0, color="grey", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # Plain labels: batch sizes as measured, speed-ups as "2x" rather than powers of ten.
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+    batches = sorted({r["batch"] for r in rows})
+    ax.xaxis.set_major_locator(FixedLocator(batches))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(FixedLocator([0.1, 0.2, 0.5, 1, 2, 3, 5, 10, 20, 50, 100, 200]))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("batch size")
     ax.set_ylabel("speed-up over NumPy (x)")
     dtypes = sorted({r["dtype"] for r in rows})

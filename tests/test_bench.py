@@ -89,3 +89,74 @@ def test_cli_bench_bad_arguments(argv, capsys):
 def test_cli_bench_unknown_name(capsys):
     assert main(["bench", "--batch-sizes", "1", "--only", "nope"]) == 2
     assert "unknown benchmark" in capsys.readouterr().err
+
+
+# -- benchmarks/dashboard.py helpers (no browser needed) ---------------------------------------
+
+def _dashboard():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dashboard.py"
+    spec = importlib.util.spec_from_file_location("fastbp_asv_dashboard", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ASV_HEAD = """<html><head>
+<script src="https://code.jquery.com/jquery-3.3.1.min.js" integrity="sha256-Fg" crossorigin="anonymous" onerror="js_load_failure()"></script>
+<script src="https://cdnjs.cloudflare.com/ajax/libs/flot/0.8.3/jquery.flot.min.js" integrity="sha512-eO" crossorigin="anonymous" referrerpolicy="no-referrer" onerror="js_load_failure()"></script>
+<script language="javascript" type="text/javascript" src="jquery.flot.axislabels.js"></script>
+<link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/bootstrap@3.1.1/dist/css/bootstrap.min.css" integrity="sha256-6V" crossorigin="anonymous">
+<link rel="alternate" type="application/atom+xml" title="Regressions" href="regressions.xml"/>
+</head><body><a href="http://github.com/airspeed-velocity/asv/">asv</a></body></html>
+"""
+
+
+def test_dashboard_make_offline_points_cdn_tags_at_vendor_copies(tmp_path):
+    dash = _dashboard()
+    vendor, html = tmp_path / "vendor-cache", tmp_path / "html"
+    vendor.mkdir()
+    html.mkdir()
+    for name in set(dash.VENDOR_MAP.values()):
+        (vendor / name).write_text(f"/* {name} */")
+    (html / "index.html").write_text(ASV_HEAD)
+    assert dash.make_offline(html, vendor) == 3
+    page = (html / "index.html").read_text()
+    assert 'src="vendor/jquery-3.3.1.min.js"' in page
+    assert 'src="vendor/jquery.flot-0.8.3.min.js"' in page
+    assert 'href="vendor/bootstrap-3.1.0.min.css"' in page
+    assert "integrity=" not in page and "https://" not in page
+    assert 'href="http://github.com/airspeed-velocity/asv/"' in page  # links stay links
+    assert 'href="regressions.xml"' in page and 'src="jquery.flot.axislabels.js"' in page
+    assert sorted(p.name for p in (html / "vendor").iterdir()) == sorted(set(dash.VENDOR_MAP.values()))
+    assert dash.make_offline(html, vendor) == 0  # idempotent
+
+
+def test_dashboard_make_offline_rejects_an_unknown_cdn_file(tmp_path):
+    dash = _dashboard()
+    vendor, html = tmp_path / "v", tmp_path / "h"
+    vendor.mkdir()
+    html.mkdir()
+    for name in set(dash.VENDOR_MAP.values()):
+        (vendor / name).write_text("")
+    (html / "index.html").write_text('<script src="https://cdn.example/new-lib.min.js"></script>')
+    with pytest.raises(SystemExit, match="new-lib.min.js"):
+        dash.make_offline(html, vendor)
+
+
+def test_dashboard_check_plot():
+    dash = _dashboard()
+    xs = [1.0, 8.0, 100.0]
+    good = {"ready": True, "xlabel": "batch_size", "xmode": "categories",
+            "xticks": ["1", "8", "100"], "coloured": 5000,
+            "series": [{"label": "dtype-float32", "n": 3, "x": ["1", "8", "100"], "y": [5, 2, 1]}]}
+    assert dash.check_plot(good, xs) == []
+    assert "not drawn" in dash.check_plot({"ready": False, "why": "no flot plot"}, xs)[0]
+    assert dash.check_plot(None, xs)
+    assert dash.check_plot(dict(good, series=[]), xs) == ["the plot has no series with data"]
+    short = dict(good, series=[dict(good["series"][0], n=2, x=["1", "8"], y=[5, 2])])
+    assert "has points at" in dash.check_plot(short, xs)[0]
+    assert "not batch_size" in dash.check_plot(dict(good, xlabel="commits"), xs)[0]
+    assert "coloured pixels" in dash.check_plot(dict(good, coloured=3), xs)[0]
+    assert "x-axis ticks" in dash.check_plot(dict(good, xticks=["1", "8"]), xs)[0]
