@@ -434,3 +434,18 @@ def test_this_run_really_checks_bounds():
                                                                    2, 2)))):
         with pytest.raises(IndexError):
             call()
+
+
+@compiled_only
+def test_gemm_rejects_mixed_or_non_float_dtypes_at_compile_time():
+    """The BLAS call passes untyped pointers: a float32/float64 mix read past the end of the
+    float32 operand, and an int32 output took the float64 branch and wrote twice its size
+    (heap corruption, reproduced through TwoLayerNet.train_step's fast path after
+    ``params["W1"].dtype = np.int32``). Now such a call does not compile."""
+    from numba.core.errors import TypingError
+    with pytest.raises(TypingError, match="gemm needs a, b and c of one dtype"):
+        K.affine_forward(np.ones((2, 3), np.float32), np.ones((3, 4)), np.ones(4, np.float32),
+                         np.empty((2, 4), np.float32))
+    with pytest.raises(TypingError, match="gemm needs a, b and c of one dtype"):
+        K.affine_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones((3, 4)),
+                          np.empty((3, 4), np.int64), np.empty(4), np.empty((2, 3)))

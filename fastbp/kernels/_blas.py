@@ -23,6 +23,7 @@ import os
 import numpy as np
 from llvmlite import binding as _ll
 from numba import types
+from numba.core.errors import TypingError
 from numba.extending import overload
 
 _CBLAS_ROW_MAJOR = 101
@@ -89,7 +90,13 @@ def gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
 
 @overload(gemm, jit_options={"cache": True})
 def _gemm_overload(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    # Resolved at compile time from the dtype of `c`.
+    # Resolved at compile time from the dtype of `c`. All three must be arrays of that one
+    # float dtype: the pointers go to ?gemm untyped, and e.g. an int32 `c` used to take the
+    # float64 branch and write twice its size (heap corruption).
+    dtypes = [getattr(v, "dtype", None) for v in (a, b, c)]
+    if dtypes[2] not in (types.float32, types.float64) or dtypes.count(dtypes[2]) != 3:
+        raise TypingError(f"gemm needs a, b and c of one dtype, float32 or float64; got "
+                          f"{a}, {b}, {c}")
     if c.dtype == types.float32:
         def impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
             _sgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), a.ctypes.data, lda,
