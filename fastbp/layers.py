@@ -131,9 +131,12 @@ class Affine:
                              "pass one sample as x.reshape(1, -1)")
         if x.shape[0] == 0:
             raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
+        x2 = x.reshape(x.shape[0], -1)
+        out = ops.affine_forward(x2, W, self.b)
+        # Only now: a forward that raised leaves the layer as it was.
         self.original_x_shape = x.shape
-        self.x = x.reshape(x.shape[0], -1)
-        return ops.affine_forward(self.x, W, self.b)
+        self.x = x2
+        return out
 
     def backward(self, dout):
         _forward_first(self, "x")
@@ -161,10 +164,12 @@ class SoftmaxWithLoss:
             return e / e.sum(axis=1, keepdims=True)
 
     def forward(self, x, t):
-        self.x = _floats("x", x)
-        self.t = t
-        self.loss, self.dx = ops.softmax_cross_entropy(self.x, t)
-        return self.loss
+        x = _floats("x", x)
+        loss, dx = ops.softmax_cross_entropy(x, t)
+        # Only now: after a forward that raised, backward does not return a stale gradient
+        # for inputs it never saw; the layer stays as it was.
+        self.x, self.t, self.loss, self.dx = x, t, loss, dx
+        return loss
 
     def backward(self, dout=1):
         _forward_first(self, "dx")

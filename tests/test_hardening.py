@@ -921,3 +921,17 @@ def test_numerical_gradient_restores_params_on_error():
     before = net.params["W1"].copy()
     raises(lambda: net.numerical_gradient(np.ones((0, 3)), np.zeros(0, int)), ValueError, "x")
     np.testing.assert_array_equal(net.params["W1"], before)
+
+
+def test_failed_forward_leaves_layer_as_it_was():
+    W, b = np.ones((3, 2)), np.zeros(2)
+    aff = Affine(W, b)
+    aff.forward(np.ones((4, 3)))
+    aff.b = np.zeros(5)  # now inconsistent: the next forward raises
+    raises(lambda: aff.forward(np.ones((1, 3))), ValueError, "b")
+    assert aff.x.shape == (4, 3) and aff.original_x_shape == (4, 3)
+    sm = SoftmaxWithLoss()
+    loss = sm.forward(np.zeros((2, 3)), [0, 1])
+    dx = sm.dx
+    raises(lambda: sm.forward(np.zeros((5, 3)), [0, 1]), ValueError, "t")
+    assert sm.loss == loss and sm.backward() is dx and sm.x.shape == (2, 3)
