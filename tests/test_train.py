@@ -288,3 +288,27 @@ def test_pixel_gather_trains_like_np_take(data, monkeypatch):
     b = train(((x, t), test), iterations=40, batch_size=32, seed=5, warmup=False)
     for k in a.net.params:
         np.testing.assert_array_equal(a.net.params[k], b.net.params[k])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 9, 600, 1300])
+def test_fused_accuracy_equals_predict(n, dtype):
+    import fastbp.train as T
+
+    rng = np.random.default_rng(n)
+    net = TwoLayerNet(784, 20, 10, weight_init_std=0.5, dtype=dtype, seed=1)
+    x = rng.random((n, 784)).astype(dtype)
+    x[x < 0.8] = 0
+    t = rng.integers(0, 10, n)
+    want = np.count_nonzero(np.argmax(net.predict(x), axis=1) == t) / n
+    assert T._fused_count(net, x, t, 500) is not None
+    assert accuracy(net, x, t, chunk_size=500) == want
+    tie = np.zeros((1, 784), dtype)  # all-zero input: logits = b2; a tie goes to class 0
+    net.params["b2"][:] = 1
+    assert accuracy(net, tie, np.array([0])) == 1.0
+    assert accuracy(net, tie, np.array([3])) == 0.0
+    bad = t.copy()
+    bad[-1] = -1
+    assert T._fused_count(net, x, bad, 500) is None  # a label -1: net.predict's path
+    pred = np.argmax(net.predict(x), axis=1)
+    assert accuracy(net, x, bad) == np.count_nonzero(pred == bad) / n

@@ -111,7 +111,22 @@ def _mask_body(h, dh):
                 dh[i, j] = 0
 
 
+def _correct_body(y, b2, t, hit):
+    # hit[i] = 1 when the first largest logit of row i (np.argmax's choice) is label t[i].
+    n, C = y.shape
+    for i in prange(n):
+        best = 0
+        top = y[i, 0] + b2[0]
+        for c in range(1, C):
+            v = y[i, c] + b2[c]
+            if v > top:
+                top = v
+                best = c
+        hit[i] = 1 if best == t[i] else 0
+
+
 _small_grad_serial, _small_grad_parallel = twins(_small_grad_body)
+_correct_serial, _correct_parallel = twins(_correct_body)
 _bias_relu_serial, _bias_relu_parallel = twins(_bias_relu_body)
 _softmax_rows_serial, _softmax_rows_parallel = twins(_softmax_rows_body)
 _mask_serial, _mask_parallel = twins(_mask_body)
@@ -276,3 +291,48 @@ def train_step_labels(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2
             return -1.0
     return two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
                           row_loss)
+
+
+@njit(cache=True, nogil=True)
+def count_correct(x, t, W1, b1, W2, b2, h, y, hit):
+    """Rows of `x` whose predicted class (argmax of the logits) is the label in `t`.
+
+    The network's forward pass with nothing kept: ``x @ W1`` and ``h @ W2`` through BLAS,
+    bias + ReLU and the bias + argmax + compare in row passes. Ties go to the first class,
+    as ``np.argmax``.
+
+    Parameters
+    ----------
+    x : ndarray, (n, d), float32 or float64, C-contiguous
+    t : ndarray, (n,), integer labels
+    W1, b1, W2, b2 : ndarray, (d, H), (H,), (H, C), (C,), dtype of `x`
+    h, y : ndarray, (n, H), (n, C), dtype of `x`
+        Work buffers, overwritten.
+    hit : ndarray, (n,), int64
+        Work buffer, overwritten.
+
+    Returns
+    -------
+    int
+    """
+    n, d = x.shape
+    H = W1.shape[1]
+    C = W2.shape[1]
+    par = n >= PARALLEL_MIN_ROWS
+    if n <= SMALL_BATCH:
+        _forward_small(x, W1, h)
+    else:
+        gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
+    if par:
+        _bias_relu_parallel(h, b1)
+    else:
+        _bias_relu_serial(h, b1)
+    gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
+    if par:
+        _correct_parallel(y, b2, t, hit)
+    else:
+        _correct_serial(y, b2, t, hit)
+    total = 0
+    for i in range(n):
+        total += hit[i]
+    return total
