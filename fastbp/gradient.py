@@ -23,11 +23,13 @@ def numerical_gradient(f, x, h=1e-4):
     while not it.finished:
         idx = it.multi_index
         tmp = x[idx]
-        x[idx] = tmp + h
-        fxh1 = f(x)
-        x[idx] = tmp - h
-        fxh2 = f(x)
+        try:  # restored even when f raises (e.g. an empty batch)
+            x[idx] = tmp + h
+            fxh1 = f(x)
+            x[idx] = tmp - h
+            fxh2 = f(x)
+        finally:
+            x[idx] = tmp
         grad[idx] = (fxh1 - fxh2) / (2 * h)
-        x[idx] = tmp
         it.iternext()
     return grad

@@ -2,6 +2,7 @@
 from collections import OrderedDict
 
 import numpy as np
+from numba.core.errors import TypingError
 
 from . import kernels, ops
 from .gradient import numerical_gradient as _numerical_gradient
@@ -161,7 +162,8 @@ class TwoLayerNet:
         # full path, which converts or raises. Params are checked by identity and by shape
         # (an in-place `a.shape = ...` keeps the identity); a dtype, ndim or writeable flag
         # changed in place changes the arrays' Numba type, so the kernel is typed anew and
-        # rejects them at compile time instead of reading out of bounds.
+        # rejects them at compile time (a TypingError, before anything runs) instead of
+        # reading out of bounds; the full path then raises the ValueError that names them.
         fast = self._fast
         p = self.params
         if (fast is not None and type(x) is np.ndarray and type(t) is np.ndarray
@@ -173,7 +175,10 @@ class TwoLayerNet:
                 and fast[0].shape == fast[6] and fast[2].shape == fast[7]):
             work = self._work.get((x.shape[0], False))
             if work is not None:
-                loss = kernels.train_step_labels(x, t, *fast[:4], lr, *work)
+                try:
+                    loss = kernels.train_step_labels(x, t, *fast[:4], lr, *work)
+                except TypingError:
+                    loss = -1.0
                 if loss != -1.0:  # -1.0: a label out of range, nothing touched
                     return loss
         loss = self._step(x, t, lr)[0]

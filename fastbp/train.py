@@ -255,7 +255,8 @@ def train(
         Network and data dtype. Ignored with ``net`` or ``resume``.
     seed : int, optional
         Seeds the initial weights and the mini-batches. ``None`` draws one
-        (stored in the result). With ``resume``, the checkpoint's seed is used.
+        (stored in the result). With ``resume``, the checkpoint's seed is used (if it
+        has one: a checkpoint saved by hand with ``save_checkpoint`` may not).
     net : TwoLayerNet, optional
         Train this network instead of a new one (its weights are updated in place).
     resume : path or Checkpoint, optional
@@ -310,7 +311,9 @@ def train(
             net = ckpt.make_net()
         else:
             load_params(net, ckpt.params)
-        seed = ckpt.meta["seed"]
+        # A checkpoint written by train() has its seed; one saved by hand may not: then
+        # `seed` (or a fresh one) draws the batches from here on.
+        seed = ckpt.meta.get("seed", seed)
         history = History(**{k: list(v) for k, v in vars(ckpt.history).items()})
     else:
         history = History()

@@ -912,10 +912,6 @@ def test_big_endian_inputs_accepted():
     raises(lambda: ops.sgd_update(p, np.ones(2), 0.1), TypeError, "param")  # in place: no copy
 
 
-@pytest.mark.xfail(strict=True, reason="fastbp/gradient.py perturbs params[k][i] by +h before "
-                   "calling the loss and restores it only after both calls: a loss that raises "
-                   "(e.g. an empty batch) leaves the first parameter off by h. Not fixed here "
-                   "(outside this change's files); reported.")
 def test_numerical_gradient_restores_params_on_error():
     net = TwoLayerNet(3, 2, 2, seed=0)
     before = net.params["W1"].copy()

@@ -211,3 +211,24 @@ def test_bad_constructor_args():
         TwoLayerNet(4, 0, 2)
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         TwoLayerNet(4, 3, 2, dtype=np.int32)
+
+
+@compiled_only
+@pytest.mark.parametrize("change", ["readonly", "dtype"])
+def test_train_step_params_changed_in_place_after_a_step(change):
+    """The fast path's identity checks pass for an array changed in place; the error is
+    still the full path's ValueError naming the parameter, and nothing is updated."""
+    net = TwoLayerNet(6, 4, 3, dtype=np.float32, seed=0)
+    x = np.ones((2, 6), np.float32)
+    t = np.array([0, 1])
+    net.train_step(x, t, 0.1)
+    W1 = net.params["W1"]
+    if change == "readonly":
+        W1.flags.writeable = False
+    else:
+        W1.dtype = np.int32
+    before = {k: v.copy() for k, v in net.params.items()}
+    with pytest.raises(ValueError, match="W1"):
+        net.train_step(x, t, 0.1)
+    for k, v in net.params.items():
+        np.testing.assert_array_equal(v, before[k])

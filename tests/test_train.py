@@ -312,3 +312,14 @@ def test_fused_accuracy_equals_predict(n, dtype):
     assert T._fused_count(net, x, bad, 500) is None  # a label -1: net.predict's path
     pred = np.argmax(net.predict(x), axis=1)
     assert accuracy(net, x, bad) == np.count_nonzero(pred == bad) / n
+
+
+def test_resume_from_a_checkpoint_without_seed(data, tmp_path):
+    net = TwoLayerNet(784, 20, 10, dtype=np.float32, seed=0)
+    path = tmp_path / "hand.npz"
+    save_checkpoint(path, net, History())
+    a = train(data, iterations=5, batch_size=16, resume=path, seed=3, warmup=False)
+    b = train(data, iterations=5, batch_size=16, resume=path, seed=3, warmup=False)
+    assert a.history.steps == 5
+    for k in a.net.params:
+        np.testing.assert_array_equal(a.net.params[k], b.net.params[k])
