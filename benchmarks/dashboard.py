@@ -53,6 +53,7 @@ HTML = ROOT / ".asv" / "html"
 VENDOR_CACHE = ROOT / ".asv" / "vendor"
 DEFAULT_BENCH = "bench_train_step.Speedup.track_speedup_train_step"
 DEFAULT_OUT = ROOT / "docs" / "asv-speedup.png"
+DEFAULT_PARAMS = "y-axis-scale=log&p-dtype='float32'&p-dtype='float64'"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio"]
@@ -304,8 +305,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bench", default=DEFAULT_BENCH, help=f"benchmark page (default {DEFAULT_BENCH})")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"screenshot PNG (default {DEFAULT_OUT})")
-    p.add_argument("--params", default="",
-                   help="extra graph URL parameters, e.g. \"y-axis-scale=log\" (&-separated)")
+    p.add_argument("--params", default=DEFAULT_PARAMS,
+                   help=f"extra graph URL parameters, &-separated (default {DEFAULT_PARAMS!r}: "
+                        "logarithmic y-axis, whose 1x baseline means 'as fast as NumPy', and "
+                        "both dtypes)")
     p.add_argument("--size", default="1200,760", help="window size W,H (default 1200,760)")
     p.add_argument("--no-publish", action="store_true", help="skip `asv publish`")
     p.add_argument("--html", default=str(HTML), help=f"published dashboard (default {HTML})")
