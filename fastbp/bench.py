@@ -89,6 +89,7 @@ class _NumpyNet:
         dh = np.dot(dy, p["W2"].T)
         dh[mask] = 0
         g["W1"], g["b1"] = np.dot(x.T, dh), np.sum(dh, axis=0)
+        np.dot(dh, p["W1"].T)                        # Affine1's dx: the book computes it too
         for k, v in p.items():
             v -= lr * g[k]
         return loss
