@@ -255,11 +255,13 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
             _update_small(x, dh, W1, lr)
         else:
             gemm(TRANS, NO_TRANS, d, H, n, -lr, x, d, dh, H, 1.0, W1, H)
-        if n >= PARALLEL_MIN_ROWS:
-            gemm(TRANS, NO_TRANS, H, C, n, -lr, h, H, dy, C, 1.0, W2, C)
-        else:
+        if small:
             _small_grad_serial(h, dy, dW2)
             _sgd(W2, dW2, lr)
+        else:
+            # W2 -= lr * h.T @ dy in one gemm: 2.6 us at batch 100, vs 17 us for the
+            # hand-written h.T @ dy (its 10-wide inner loop does not vectorize) + the update.
+            gemm(TRANS, NO_TRANS, H, C, n, -lr, h, H, dy, C, 1.0, W2, C)
         _sgd(b1, db1, lr)
         _sgd(b2, db2, lr)
     else:
