@@ -17,10 +17,10 @@ Numba pool of 1 thread                 230-300 us
 OpenMP's default active waiting keeps its workers spinning on the cores that OpenBLAS's
 threads need. The policy:
 
-1. At import, unless you set ``NUMBA_THREADING_LAYER`` yourself, fastbp selects the
-   ``tbb`` layer (its workers sleep when idle) when the ``tbb`` package is installed, else
-   ``omp`` with ``OMP_WAIT_POLICY=PASSIVE`` (if OpenMP is not loaded yet), else Numba's
-   default.
+1. At import, fastbp sets ``OMP_WAIT_POLICY=PASSIVE`` unless you set it (it only takes
+   effect if OpenMP is not loaded yet) and, unless you set ``NUMBA_THREADING_LAYER``
+   yourself, selects the ``tbb`` layer (its workers sleep when idle) when the TBB runtime
+   loads (the ``tbb`` wheel, a dependency on x86-64), else Numba's default (``omp``).
 2. Kernels never call BLAS inside a parallel region; Numba's pool and BLAS take turns.
 3. Small work runs the serial twin of each kernel (thresholds in
    ``fastbp/kernels/_compile.py``): a fork/join costs more than the work.
@@ -32,21 +32,44 @@ size of Numba's pool. OpenBLAS is not: its GEMMs on 1 and on 2 threads differ in
 bits (measured on a 300-step run). Runs are reproducible bit for bit at a fixed
 :func:`set_num_threads` value; across values they agree to rounding.
 """
+import ctypes
 import os
+import sys
 
 import numba
 
 _layer_env = "NUMBA_THREADING_LAYER" in os.environ
 
 
-def _choose_threading_layer():
-    if _layer_env:
-        return
+def _load_tbb():
+    """Load the TBB runtime so Numba's ``tbb`` layer can start; True on success.
+
+    PyPI's ``tbb`` wheel installs only shared libraries, into ``<prefix>/lib``, which is
+    on the loader's path in a conda environment but not in a virtualenv: there Numba's
+    ``tbbpool`` extension failed with "libtbb.so.12: cannot open shared object file" and
+    Numba quietly fell back to OpenMP. Loading the library globally first fixes that.
+    """
+    for folder in (os.path.join(sys.prefix, "lib"), os.path.join(sys.base_prefix, "lib")):
+        path = os.path.join(folder, "libtbb.so.12")
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            break
     try:
-        import tbb  # noqa: F401  (the TBB runtime Numba's tbb layer links against)
-        numba.config.THREADING_LAYER = "tbb"
+        from numba.np.ufunc import tbbpool  # noqa: F401  (what Numba's tbb layer loads)
     except ImportError:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        return False
+    return True
+
+
+def _choose_threading_layer():
+    # OpenMP's default active waiting keeps its idle workers spinning on the cores that
+    # OpenBLAS needs; passive waiting is harmless for every other layer.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not _layer_env and _load_tbb():
+        numba.config.THREADING_LAYER = "tbb"
 
 
 _choose_threading_layer()

@@ -1,0 +1,66 @@
+"""fastbp.threads: the threading layer it picks and the thread-count control."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import pytest
+
+import fastbp
+from conftest import compiled_only
+
+CHILD = textwrap.dedent("""
+    import os, sys, json
+    import numpy as np
+    import fastbp, numba
+    from fastbp import kernels
+    x = np.ones(1 << 20, np.float32)
+    kernels.relu_forward(x, x)  # large enough for the parallel twin: starts the pool
+    print(json.dumps([numba.threading_layer(), os.environ.get("OMP_WAIT_POLICY")]))
+""")
+
+
+def _child(env_extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY")}
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@compiled_only
+def test_policy_picks_tbb_when_its_runtime_is_installed():
+    layer, wait = _child({})
+    assert wait == "PASSIVE"
+    tbb_wheel = os.path.exists(os.path.join(sys.prefix, "lib", "libtbb.so.12"))
+    if tbb_wheel:  # the pip wheel's library is not on the loader path of a virtualenv
+        assert layer == "tbb"
+    else:
+        assert layer in ("tbb", "omp", "workqueue")
+
+
+@compiled_only
+def test_user_choice_of_layer_and_wait_policy_is_kept():
+    layer, wait = _child({"NUMBA_THREADING_LAYER": "workqueue", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert (layer, wait) == ("workqueue", "ACTIVE")
+
+
+def test_set_num_threads_sets_numba_and_blas():
+    from fastbp.threads import blas_threads
+
+    top = numba.config.NUMBA_NUM_THREADS
+    try:
+        fastbp.set_num_threads(1)
+        assert fastbp.get_num_threads() == 1
+        assert set(blas_threads().values()) == {1}
+    finally:
+        fastbp.set_num_threads(top)
+    assert set(blas_threads().values()) == {top}
+    with pytest.raises(ValueError, match="between 1 and"):
+        fastbp.set_num_threads(top + 1)
+    with pytest.raises(TypeError, match="n must be an int"):
+        fastbp.set_num_threads(1.0)
