@@ -26,7 +26,8 @@ from numba import njit, prange
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import twins
 from .affine import column_sum
-from .softmax import _row
+from ._vexp import exp_nonpos
+from .softmax import _finish, _row
 
 #: Batches up to this size use the hand-written loops for the two large products.
 SMALL_BATCH = 8
@@ -94,13 +95,42 @@ def _bias_relu_body(h, b1):
             h[i, j] = v if v > 0 else 0
 
 
+#: Rows per block of the softmax pass: the exponentials of a block run as one flat loop.
+SOFTMAX_BLOCK = 64
+
+
 def _softmax_rows_body(y, b2, t, dy, row_loss):
+    # y += b2, then softmax-CE row by row as in `_row`, except that the exponentials of a
+    # block of rows run as one flat loop over block * C contiguous values, which LLVM
+    # vectorizes (a row's C = 10 values did not: 6.5 of the pass's 8.7 us at batch 100
+    # were scalar exps). The same operations in the same order: the same bits as `_row`.
     n, C = y.shape
     inv_n = 1.0 / n
-    for i in prange(n):
-        for c in range(C):
-            y[i, c] += b2[c]
-        row_loss[i] = _row(y, t, dy, i, inv_n)
+    flat = dy.reshape(n * C)
+    for blk in prange((n + SOFTMAX_BLOCK - 1) // SOFTMAX_BLOCK):
+        lo = blk * SOFTMAX_BLOCK
+        hi = min(lo + SOFTMAX_BLOCK, n)
+        for i in range(lo, hi):
+            for c in range(C):
+                y[i, c] += b2[c]
+            mx = y[i, 0]
+            for c in range(1, C):
+                if y[i, c] > mx:
+                    mx = y[i, c]
+            for c in range(C):
+                dy[i, c] = y[i, c] - mx
+        block = flat[lo * C:hi * C]  # indices from 0: LLVM then drops the wraparound check
+        for p in range(block.size):
+            block[p] = exp_nonpos(block[p])
+        for i in range(lo, hi):
+            mx = y[i, 0]
+            for c in range(1, C):
+                if y[i, c] > mx:
+                    mx = y[i, c]
+            s = 0.0
+            for c in range(C):
+                s += dy[i, c]
+            row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, mx + np.log(s))
 
 
 def _mask_body(h, dh):
