@@ -136,9 +136,12 @@ def _softmax_rows_body(y, b2, t, dy, row_loss):
 def _mask_body(h, dh):
     n, H = h.shape
     for i in prange(n):
+        hi = h[i]
+        dhi = dh[i]
         for j in range(H):
-            if h[i, j] <= 0:
-                dh[i, j] = 0
+            # An unconditional store of a select vectorizes; a conditional store did not
+            # (batch 100: 2.9 us). NaN in h keeps dh, as the comparison is false.
+            dhi[j] = 0 if hi[j] <= 0 else dhi[j]
 
 
 def _correct_body(y, b2, t, hit):
