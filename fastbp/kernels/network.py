@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import twins
-from .affine import column_sum
+from .affine import _dW_loops, column_sum
 from ._vexp import exp_nonpos
 from .softmax import _finish, _row
 
@@ -198,22 +198,6 @@ def _update_small(x, dh, W1, lr):
 
 
 @njit(cache=True, nogil=True)
-def _grad_small(x, dh, dW1):
-    # dW1 = x.T @ dh, summed over the batch in row order.
-    n, d = x.shape
-    H = dh.shape[1]
-    for k in range(d):
-        for j in range(H):
-            dW1[k, j] = 0
-    for i in range(n):
-        for k in range(d):
-            xik = x[i, k]
-            if xik != 0:
-                for j in range(H):
-                    dW1[k, j] += xik * dh[i, j]
-
-
-@njit(cache=True, nogil=True)
 def _sgd(p, g, lr):
     step = p.dtype.type(lr)
     pf = p.reshape(p.size)
@@ -299,7 +283,7 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
         _sgd(b2, db2, lr)
     else:
         if small:
-            _grad_small(x, dh, dW1)
+            _dW_loops(x, dh, dW1)  # dW1 = x.T @ dh, rows in order
         else:
             gemm(TRANS, NO_TRANS, d, H, n, 1.0, x, d, dh, H, 0.0, dW1, H)
         if n >= PARALLEL_MIN_ROWS:
