@@ -121,18 +121,15 @@ def _softmax_rows_body(y, b2, t, dy, row_loss):
                     mx = y[i, c]
             for c in range(C):
                 dy[i, c] = y[i, c] - mx
+            row_loss[i] = mx  # kept for the log-sum-exp below; the row's loss replaces it
         block = flat[lo * C:hi * C]  # indices from 0: LLVM then drops the wraparound check
         for p in range(block.size):
             block[p] = exp_nonpos(block[p])
         for i in range(lo, hi):
-            mx = y[i, 0]
-            for c in range(1, C):
-                if y[i, c] > mx:
-                    mx = y[i, c]
             s = 0.0
             for c in range(C):
                 s += dy[i, c]
-            row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, mx + np.log(s))
+            row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
 
 
 def _mask_body(h, dh):
@@ -209,6 +206,25 @@ def _sgd(p, g, lr):
 
 
 @njit(cache=True, nogil=True)
+def _hidden_logits(x, W1, b1, W2, h, y, small, par):
+    # h = relu(x @ W1 + b1) and y = h @ W2 (b2 not added): the forward pass shared by the
+    # training step's BLAS path and count_correct. `small` takes the zero-skipping loops
+    # for x @ W1, `par` the parallel bias + ReLU pass.
+    n, d = x.shape
+    H = W1.shape[1]
+    C = W2.shape[1]
+    if small:
+        _forward_small(x, W1, h)
+    else:
+        gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
+    if par:
+        _bias_relu_parallel(h, b1)
+    else:
+        _bias_relu_serial(h, b1)
+    gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
+
+
+@njit(cache=True, nogil=True)
 def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss):
     """Forward, backward and (if ``lr > 0``) SGD update of a two-layer ReLU network.
 
@@ -252,12 +268,7 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
         # Above SMALL_BATCH, the two small products (h @ W2, dy @ W2.T) go to BLAS too and
         # the per-row work shrinks to bias + ReLU, softmax-CE and the mask: at batch 100
         # 42 us per step for the fused row pass vs ~15 us for these passes + 2 small gemms.
-        gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
-        if par:
-            _bias_relu_parallel(h, b1)
-        else:
-            _bias_relu_serial(h, b1)
-        gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
+        _hidden_logits(x, W1, b1, W2, h, y, False, par)
         if par:
             _softmax_rows_parallel(y, b2, t, dy, row_loss)
         else:
@@ -336,19 +347,9 @@ def count_correct(x, t, W1, b1, W2, b2, h, y, hit):
     -------
     int
     """
-    n, d = x.shape
-    H = W1.shape[1]
-    C = W2.shape[1]
+    n = x.shape[0]
     par = n >= PARALLEL_MIN_ROWS
-    if n <= SMALL_BATCH:
-        _forward_small(x, W1, h)
-    else:
-        gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
-    if par:
-        _bias_relu_parallel(h, b1)
-    else:
-        _bias_relu_serial(h, b1)
-    gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
+    _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH, par)
     if par:
         _correct_parallel(y, b2, t, hit)
     else:
