@@ -113,14 +113,20 @@ ASV_HEAD = """<html><head>
 """
 
 
-def test_dashboard_make_offline_points_cdn_tags_at_vendor_copies(tmp_path):
-    dash = _dashboard()
+def _site(dash, tmp_path, page):
+    """A vendor cache holding every mapped library and an html folder with `page`."""
     vendor, html = tmp_path / "vendor-cache", tmp_path / "html"
     vendor.mkdir()
     html.mkdir()
     for name in set(dash.VENDOR_MAP.values()):
         (vendor / name).write_text(f"/* {name} */")
-    (html / "index.html").write_text(ASV_HEAD)
+    (html / "index.html").write_text(page)
+    return vendor, html
+
+
+def test_dashboard_make_offline_points_cdn_tags_at_vendor_copies(tmp_path):
+    dash = _dashboard()
+    vendor, html = _site(dash, tmp_path, ASV_HEAD)
     assert dash.make_offline(html, vendor) == 3
     page = (html / "index.html").read_text()
     assert 'src="vendor/jquery-3.3.1.min.js"' in page
@@ -135,12 +141,8 @@ def test_dashboard_make_offline_points_cdn_tags_at_vendor_copies(tmp_path):
 
 def test_dashboard_make_offline_rejects_an_unknown_cdn_file(tmp_path):
     dash = _dashboard()
-    vendor, html = tmp_path / "v", tmp_path / "h"
-    vendor.mkdir()
-    html.mkdir()
-    for name in set(dash.VENDOR_MAP.values()):
-        (vendor / name).write_text("")
-    (html / "index.html").write_text('<script src="https://cdn.example/new-lib.min.js"></script>')
+    vendor, html = _site(dash, tmp_path,
+                         '<script src="https://cdn.example/new-lib.min.js"></script>')
     with pytest.raises(SystemExit, match="new-lib.min.js"):
         dash.make_offline(html, vendor)
 
