@@ -189,7 +189,10 @@ def _pixel_copy(x):
         return None, 0
     u8 = np.empty(x.shape, np.uint8)
     for divisor in (255, 1):
-        if encode_pixels(x, divisor, u8):
+        # The value gather_pixels makes of each pixel (NumPy's float32 division rounds
+        # as the kernel's does).
+        lut = (np.arange(256, dtype=np.float32) / np.float32(divisor)).astype(x.dtype)
+        if encode_pixels(x, divisor, lut, u8):
             return u8, divisor
     return None, 0
 

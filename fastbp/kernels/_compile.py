@@ -28,7 +28,6 @@ _launch_threads()
 
 #: Element count from which an elementwise kernel (ReLU, sigmoid, SGD) goes parallel.
 #: Below it the fork/join of Numba's pool (~5-10 us on 2 cores) costs more than the work.
-#: Measured with ``benchmarks/thresholds.py``.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 

@@ -17,7 +17,7 @@ def _pixel(v, divisor, out_type):
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def encode_pixels(x, divisor, out):
+def encode_pixels(x, divisor, lut, out):
     """Write ``round(x * divisor)`` into `out` (uint8) and tell whether that is exact.
 
     Parameters
@@ -25,19 +25,19 @@ def encode_pixels(x, divisor, out):
     x : ndarray, (n, d), float32 or float64, C-contiguous
     divisor : int
         255 for images normalized to [0, 1], 1 for raw 0..255 values.
+    lut : ndarray, (256,), dtype of `x`
+        ``lut[q]`` is the value :func:`gather_pixels` makes of pixel ``q``:
+        ``x.dtype(float32(q) / float32(divisor))``.
     out : ndarray, (n, d), uint8, written in place.
 
     Returns
     -------
     bool
-        True when every element of `x` equals ``x.dtype(float32(out) / float32(divisor))``,
-        i.e. :func:`gather_pixels` reproduces `x` bit for bit.
+        True when every element of `x` equals ``lut[out]``, i.e. :func:`gather_pixels`
+        reproduces `x` bit for bit.
     """
     n, d = x.shape
-    lut = np.empty(256, x.dtype)
-    for q in range(256):
-        lut[q] = _pixel(q, divisor, x.dtype.type)
-    bad = np.zeros(n, np.bool_)
+    misses = 0
     for i in prange(n):
         miss = False
         for k in range(d):
@@ -46,8 +46,8 @@ def encode_pixels(x, divisor, out):
             q = np.uint8(v + 0.5) if ok else np.uint8(0)
             out[i, k] = q
             miss |= not ok or lut[q] != x[i, k]
-        bad[i] = miss
-    return not bad.any()
+        misses += 1 if miss else 0
+    return misses == 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
