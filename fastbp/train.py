@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .kernels.gather import gather_pixels
+from .kernels.gather import encode_pixels, gather_pixels
 from .checkpoint import Checkpoint, History, load_checkpoint, load_params, save_checkpoint
 
 __all__ = ["EpochRecord", "History", "TrainResult", "accuracy", "plot_history", "train"]
@@ -183,8 +183,6 @@ def _pixel_copy(x):
     The loop then gathers mini-batches from the uint8 copy (see
     :mod:`fastbp.kernels.gather`): the same values bit for bit, from a quarter of the bytes.
     """
-    from .kernels.gather import encode_pixels
-
     if x.size == 0:
         return None, 0
     u8 = np.empty(x.shape, np.uint8)
