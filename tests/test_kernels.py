@@ -14,6 +14,7 @@ from fastbp import kernels as K
 from fastbp import ops
 from fastbp.kernels import activations as KA, affine as KF, network as KN, sgd as KS
 from fastbp.kernels import softmax as KM
+from fastbp.kernels import _sparse as KP
 
 import reference as R
 from conftest import BATCHES, DTYPES, compiled_only, layouts, tol
@@ -259,6 +260,94 @@ def test_network_twins_identical(rng):
         outs.append((h, y, dy, dh, rl))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
+
+
+# -- zero-skipping building blocks of the small-batch step (kernels/_sparse.py) ------------
+
+SPARSE_SHAPES = [(1, 784, 50), (3, 784, 50), (2, 13, 3), (1, 7, 70), (4, 100, 64),
+                 (2, 64, 129), (1, 8, 1), (6, 9, 8)]
+
+
+@njit
+def _plain_gather(x, i, idx, count, W, out):
+    # The loop the intrinsics replace: the order of the sums is the one they promise.
+    for j in range(W.shape[1]):
+        out[i, j] = 0
+    for p in range(count):
+        k = idx[p]
+        for j in range(W.shape[1]):
+            out[i, j] += x[i, k] * W[k, j]
+
+
+@njit
+def _plain_scatter(a, x, i, idx, count, g, W):
+    for p in range(count):
+        k = idx[p]
+        s = a * x[i, k]
+        for j in range(W.shape[1]):
+            W[k, j] += s * g[i, j]
+
+
+@njit
+def _sparse_calls(x, W, g, out, idx, a):
+    counts = np.empty(x.shape[0], np.int64)
+    for i in range(x.shape[0]):
+        counts[i] = KP.nonzero_columns(x, i, idx[i])
+        KP.gather_dot(x, i, idx[i], counts[i], W, out)
+    for i in range(x.shape[0]):
+        KP.scatter_axpy(a, x, i, idx[i], counts[i], g, W)
+    return counts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SPARSE_SHAPES)
+def test_sparse_blocks_equal_plain_loops(rng, shape, dtype):
+    """nonzero_columns lists exactly the non-zero (and NaN) inputs in order; gather_dot and
+    scatter_axpy give the same bits as the plain loops, for any column count (8-lane blocks,
+    a masked last block, several passes above 64 columns), -0.0 and NaN inputs included."""
+    n, d, m = shape
+    x = rng.random((n, d)).astype(dtype)
+    x[x < 0.6] = 0
+    x[0, 0] = -0.0
+    if d > 5:
+        x[-1, 5] = np.nan
+    W = rng.standard_normal((d, m)).astype(dtype)
+    g = rng.standard_normal((n, m)).astype(dtype)
+    a = dtype(-0.1)
+    idx = np.full((n, d + KP.LANES), -1, np.int32)
+    out = np.full((n, m), np.nan, dtype)
+    W_got = W.copy()
+    counts = _sparse_calls(x, W_got, g, out, idx, a)
+    want_out = np.full((n, m), np.nan, dtype)
+    W_want = W.copy()
+    for i in range(n):
+        cols = np.flatnonzero(x[i] != 0)
+        assert counts[i] == cols.size
+        np.testing.assert_array_equal(idx[i, :cols.size], cols)
+        _plain_gather(x, i, idx[i], counts[i], W_want, want_out)
+    for i in range(n):
+        _plain_scatter(a, x, i, idx[i], counts[i], g, W_want)
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(W_got, W_want)
+    finite = ~np.isnan(x).any(axis=1)
+    np.testing.assert_allclose(out[finite], (x @ W)[finite], **tol(dtype))
+
+
+def test_sparse_blocks_strided_arrays_take_the_loops(rng):
+    """Arrays that are not C-contiguous compile to the plain loops (the intrinsics address
+    flat memory): same results on a transposed W and a column-sliced x."""
+    x = rng.random((3, 40))
+    x[x < 0.5] = 0
+    W = np.asfortranarray(rng.standard_normal((20, 30)))
+    g = rng.standard_normal((3, 30))
+    out, out_c = np.empty((3, 30)), np.empty((3, 30))
+    Wc = np.ascontiguousarray(W)
+    xs, xc = x[:, ::2], np.ascontiguousarray(x[:, ::2])
+    idx, idx_c = (np.empty((3, 20 + KP.LANES), np.int32) for _ in range(2))
+    _sparse_calls(xs, W, g, out, idx, -0.1)
+    _sparse_calls(xc, Wc, g, out_c, idx_c, -0.1)
+    np.testing.assert_array_equal(out, out_c)
+    np.testing.assert_array_equal(W, Wc)
 
 
 # -- finite differences for every backward ------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fastbp import TwoLayerNet, gradient_check
+from fastbp.kernels import network as KN
 
 import reference as R
 from conftest import DTYPES, compiled_only
@@ -79,6 +80,36 @@ def test_train_step_equals_book_update(rng, dtype, n):
                                    atol=1e-6 if dtype == np.float32 else 1e-14)
     # the layers see the update (same arrays)
     assert net.layers["Affine2"].b is net.params["b2"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [1, 2, 16])
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_small_batch_paths_equal_book_update(rng, dtype, hidden, n):
+    """Batches up to SMALL_BATCH keep lists of the non-zero inputs in dW1's storage; when
+    it is too small (hidden narrower than the batch) they scan x instead. Both paths give
+    the book's update and the same bits as each other."""
+    assert n <= KN.SMALL_BATCH
+    x, t = data(rng, n=n, d=30, c=10)
+    x[x < 0.6] = 0
+    x = x.astype(dtype)
+    results = []
+    for listed in (True, False):
+        net = TwoLayerNet(30, hidden, 10, weight_init_std=0.3, dtype=dtype, seed=1)
+        before = {k: v.astype(np.float64) for k, v in net.params.items()}
+        work = net._buffers(n, False)
+        dW1 = work[4] if listed else np.empty((1, hidden), dtype)  # too small to list
+        loss = KN.two_layer_step(x, t, *(net.params[k] for k in ("W1", "b1", "W2", "b2")),
+                                 0.1, *work[:4], dW1, *work[5:])
+        want_loss, grads = R.two_layer(x, t, *(before[k] for k in ("W1", "b1", "W2", "b2")))
+        assert loss == pytest.approx(want_loss, rel=1e-5 if dtype == np.float32 else 1e-12)
+        for k in before:
+            np.testing.assert_allclose(net.params[k], before[k] - 0.1 * grads[k],
+                                       rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                       atol=1e-6 if dtype == np.float32 else 1e-14)
+        results.append([net.params[k].copy() for k in ("W1", "b1", "W2", "b2")] + [loss])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_train_step_reuses_buffers(rng):
