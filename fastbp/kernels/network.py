@@ -32,10 +32,12 @@ from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
 from ._vexp import exp_nonpos
 from .softmax import _finish, _row
 
-#: Batches up to this size use the hand-written loops for the two large products. Measured
-#: (Zen 3, float32, 784-50-10, median step): loops 25.9 / 30.7 / 36.7 / 43.2 us at batch
-#: 5 / 6 / 7 / 8, the BLAS path 30.4 / 31.5 / ~33-40 / 32.1 us.
-SMALL_BATCH = 6
+#: Batches up to this size take the hand-written path (lists of non-zero inputs, no BLAS).
+#: Measured (Zen 3, 784-50-10, MNIST-like inputs, kernel call, median of 21 x 200 calls,
+#: both paths alternating in one process), listed path vs BLAS path in us:
+#: float32 22.0 / 29.5 at batch 8, 32.1 / 36.2 at 12, 41.6 / 41.2 at 16, 56.4 / 45.6 at 24;
+#: float64 50.1 / 77.4 at 12, 76.6 / 86.3 at 20, 124.1 / 109.8 at 32.
+SMALL_BATCH = 12
 
 #: Batch rows from which the per-row pass runs on Numba's pool.
 PARALLEL_MIN_ROWS = 512
