@@ -231,6 +231,28 @@ def _update_listed(x, dh, W1, lr, lists, stride):
 
 
 @njit(cache=True, nogil=True)
+def _update_W2_small(h, dy, W2, lr, lists, stride):
+    # W2 -= lr * h.T @ dy as rank-1 updates over each row's non-zero hidden units (about
+    # half are 0 after the ReLU), listed in the free space after the input lists, or found
+    # by a scan when there is none; the same bits either way. Batch 1: 0.2 us instead of
+    # 0.67 for dW2 = h.T @ dy and then an SGD pass.
+    n, H = h.shape
+    step = -W2.dtype.type(lr)
+    start = n * stride
+    if stride > 0 and start + H + LANES <= lists.size:
+        row = lists[start:start + H + LANES]
+        for i in range(n):
+            scatter_axpy(step, h, i, row, nonzero_columns(h, i, row), dy, W2)
+    else:
+        for i in range(n):
+            for j in range(H):
+                if h[i, j] != 0:
+                    s = step * h[i, j]
+                    for c in range(W2.shape[1]):
+                        W2[j, c] += s * dy[i, c]
+
+
+@njit(cache=True, nogil=True)
 def _sgd(p, g, lr):
     step = p.dtype.type(lr)
     pf = p.reshape(p.size)
@@ -325,8 +347,7 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
         else:
             gemm(TRANS, NO_TRANS, d, H, n, -lr, x, d, dh, H, 1.0, W1, H)
         if small:
-            _small_grad_serial(h, dy, dW2)
-            _sgd(W2, dW2, lr)
+            _update_W2_small(h, dy, W2, lr, lists, stride)
         else:
             # W2 -= lr * h.T @ dy in one gemm: 2.6 us at batch 100, vs 17 us for the
             # hand-written h.T @ dy (its 10-wide inner loop does not vectorize) + the update.
