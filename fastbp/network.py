@@ -53,7 +53,7 @@ class TwoLayerNet:
         self.params["b2"] = np.zeros(output_size, dtype)
         self._build_layers()
         self._work = {}
-        self._fast = None  # params validated by the last full train_step (see train_step)
+        self._fast = None  # the dtype, once a full train_step has validated the params
 
     def _build_layers(self):
         self.layers = OrderedDict()
@@ -96,9 +96,11 @@ class TwoLayerNet:
     def _buffers(self, n, onehot):
         key = (n, onehot)
         work = self._work.get(key)
-        if work is None:
-            H = self.params["W1"].shape[1]
-            C = self.params["W2"].shape[1]
+        H = self.params["W1"].shape[1]
+        C = self.params["W2"].shape[1]
+        # Params replaced by arrays of other shapes need new buffers (the fast path's kernel
+        # would reject the old ones; two_layer_step does not check).
+        if work is None or work[4].shape != self.params["W1"].shape or work[1].shape != (n, C):
             dt = self.dtype
             work = (np.empty((n, H), dt), np.empty((n, C), dt), np.empty((n, C), dt),
                     np.empty((n, H), dt),
@@ -154,41 +156,34 @@ class TwoLayerNet:
         float
             Mean loss of the batch before the update.
         """
-        # Fast path (batch 1: ~17 us of checks down to ~1.5 us): the checks of `_step` for the
-        # common case, written as cheap identity/attribute tests (np.isfinite on a float alone
-        # costs 0.6 us; the comparison chain below rejects NaN and inf too). Anything unusual
-        # (other types, dtypes, layouts, one-hot targets, replaced params, bad labels) takes
-        # the full path, which converts or raises. Params are checked by identity and by
-        # shape (an in-place `a.shape = ...` keeps the identity); a dtype, ndim or writeable
-        # flag changed in place changes the arrays' Numba type, so the kernel is typed anew
-        # and rejects them at compile time (a TypingError, before anything runs) instead of
-        # reading out of bounds; the full path then raises the ValueError that names them.
-        fast = self._fast
-        if (fast is not None and type(lr) is float and 0.0 < lr < _INF
-                and type(x) is np.ndarray and type(t) is np.ndarray):
-            p = self.params
-            xs = x.shape
-            ts = t.shape
-            W1, b1, W2, b2 = fast[:4]
-            if (p["W1"] is W1 and p["b1"] is b1 and p["W2"] is W2 and p["b2"] is b2
-                    and x.dtype is fast[4] and t.dtype is _INTP and len(xs) == 2
-                    and len(ts) == 1 and xs[1] == fast[5] and xs[0] == ts[0]
-                    and x.flags.c_contiguous and t.flags.c_contiguous
-                    and W1.shape == fast[6] and W2.shape == fast[7]):
-                work = self._work.get((ts[0], False))  # n = 0 was never seen: no entry
-                if work is not None:
-                    try:
-                        loss = kernels.train_step_labels(x, t, W1, b1, W2, b2, lr, *work)
-                    except TypingError:
-                        loss = -1.0
-                    if loss != -1.0:  # -1.0: a label out of range, nothing touched
-                        return loss
+        # Fast path (batch 1: ~17 us of checks down to ~1 us): the checks of `_step` for the
+        # common case, written as cheap identity/attribute tests (np.isfinite on a float
+        # alone costs 0.6 us; the comparison chain rejects NaN and inf too). The kernel
+        # checks every shape and label (-1.0: something does not fit, nothing touched), and
+        # Numba's typing rejects params whose dtype, layout or writeable flag changed (a
+        # TypingError before anything runs). Anything unusual (other types, dtypes,
+        # layouts, one-hot targets, bad labels or shapes, replaced params) takes the full
+        # path, which converts or raises the ValueError that names the problem.
+        dtype = self._fast
+        if (dtype is not None and type(lr) is float and 0.0 < lr < _INF
+                and type(x) is np.ndarray and type(t) is np.ndarray and x.dtype is dtype
+                and t.dtype is _INTP and t.ndim == 1 and x.flags.c_contiguous
+                and t.flags.c_contiguous):
+            work = self._work.get((x.shape[0], False))
+            if work is not None:
+                p = self.params
+                try:
+                    loss = kernels.train_step_labels(x, t, p["W1"], p["b1"], p["W2"],
+                                                     p["b2"], lr, *work)
+                except TypingError:
+                    loss = -1.0
+                if loss != -1.0:
+                    return loss
         lr = lr if type(lr) is float else ops._real("lr", lr)
         if not (lr > 0 and np.isfinite(lr)):
             raise ValueError(f"lr must be a positive finite number, got {lr}")
         loss = self._step(x, t, lr)[0]
-        W1, b1, W2, b2 = (self.params[k] for k in _KEYS)
-        self._fast = (W1, b1, W2, b2, W1.dtype, W1.shape[0], W1.shape, W2.shape)
+        self._fast = self.dtype  # a full step has validated the params
         return loss
 
     def fused_gradient(self, x, t):

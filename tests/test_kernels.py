@@ -538,3 +538,55 @@ def test_gemm_rejects_mixed_or_non_float_dtypes_at_compile_time():
     with pytest.raises(TypingError, match="gemm needs a, b and c of one dtype"):
         K.affine_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones((3, 4)),
                           np.empty((3, 4), np.int64), np.empty(4), np.empty((2, 3)))
+
+
+def _step_args(rng, n=3, d=12, H=5, C=4):
+    x = rng.random((n, d))
+    x[x < 0.5] = 0
+    args = [x, rng.integers(0, C, n), rng.standard_normal((d, H)), np.zeros(H),
+            rng.standard_normal((H, C)), np.zeros(C), 0.1]
+    args += [np.empty(s) for s in ((n, H), (n, C), (n, C), (n, H), (d, H), H, (H, C), C, n)]
+    return args
+
+
+@pytest.mark.parametrize("position", [0, 1, 2, 3, 4, 5] + list(range(7, 16)))
+def test_train_step_labels_rejects_mismatched_shapes(rng, position):
+    """Any array of the wrong length along one axis: -1.0 and the parameters untouched."""
+    args = _step_args(rng)
+    a = args[position]
+    args[position] = (a[:-1] if a.ndim == 1 or position in (0, 2, 4) else a[:, :-1]).copy()
+    before = [p.copy() for p in args[2:6]]
+    assert KN.train_step_labels(*args) == -1.0
+    for p, b in zip(args[2:6], before):
+        np.testing.assert_array_equal(p, b)
+    args = _step_args(rng)  # and the same call with every shape right works
+    assert KN.train_step_labels(*args) > 0
+
+
+@compiled_only
+def test_kernels_reject_strided_layouts_at_compile_time(rng):
+    """x[a:b, :] inside @njit code is typed 'A' (not known to be contiguous): the fused step
+    and the affine kernels refuse it at compile time instead of reading it as contiguous
+    memory (BLAS and the intrinsics of kernels/_sparse address flat offsets)."""
+    from numba.core.errors import TypingError
+    args = _step_args(rng, n=20)
+
+    @njit
+    def step_on_rows(x, *rest):
+        return KN.two_layer_step(x[0:20, :], *rest)
+
+    with pytest.raises(TypingError, match="need C-contiguous arrays"):
+        step_on_rows(*args)
+
+    @njit
+    def affine_on_rows(x, W, b, out):
+        K.affine_forward(x[0:20, :], W, b, out)
+
+    with pytest.raises(TypingError, match="gemm needs C-contiguous"):
+        affine_on_rows(args[0], args[2], args[3], np.empty((20, 5)))
+
+    @njit
+    def step_on_row_slice(x, *rest):  # x[a:b] keeps the 'C' layout
+        return KN.two_layer_step(x[0:20], *rest)
+
+    assert step_on_row_slice(*args) > 0

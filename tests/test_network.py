@@ -158,6 +158,25 @@ def test_train_step_rejects_replaced_params():
         net.train_step(np.ones((3, 30)), np.array([0, 1, 2]), 0.1)
 
 
+@pytest.mark.parametrize("n", [1, 100])
+def test_train_step_after_params_replaced_by_other_shapes(rng, n):
+    """Consistent params of a new hidden size, assigned after steps: the fast path's kernel
+    rejects the old buffers and the full path makes new ones (no out-of-bounds access)."""
+    net = TwoLayerNet(30, 16, 10, seed=1)
+    x, t = data(rng, n=n, d=30, c=10)
+    net.train_step(x, t, 0.1)
+    net.train_step(x, t, 0.1)
+    wider = TwoLayerNet(30, 40, 10, weight_init_std=0.3, seed=2)
+    for k in wider.params:
+        net.params[k] = wider.params[k].copy()
+    before = {k: v.copy() for k, v in net.params.items()}
+    want_loss, grads = R.two_layer(x, t, *(before[k] for k in ("W1", "b1", "W2", "b2")))
+    assert net.train_step(x, t, 0.1) == pytest.approx(want_loss, rel=1e-12)
+    for k in before:
+        np.testing.assert_allclose(net.params[k], before[k] - 0.1 * grads[k], rtol=1e-12,
+                                   atol=1e-14)
+
+
 DETERMINISM = textwrap.dedent("""
     import sys
     import numba, numpy as np, scipy.linalg  # noqa: F401  (loads SciPy's BLAS too)

@@ -97,6 +97,10 @@ def _gemm_overload(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     if dtypes[2] not in (types.float32, types.float64) or dtypes.count(dtypes[2]) != 3:
         raise TypingError(f"gemm needs a, b and c of one dtype, float32 or float64; got "
                           f"{a}, {b}, {c}")
+    # The leading dimensions describe C-contiguous rows: a strided view ('A' or 'F' layout)
+    # would be read as if it were contiguous.
+    if any(v.layout != "C" for v in (a, b, c)):
+        raise TypingError(f"gemm needs C-contiguous a, b and c; got {a}, {b}, {c}")
     if c.dtype == types.float32:
         def impl(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
             _sgemm(_CBLAS_ROW_MAJOR, ta, tb, m, n, k, np.float32(alpha), a.ctypes.data, lda,

@@ -16,7 +16,9 @@ name, so each gets its own cache files.
 """
 import types
 
-from numba import njit
+from numba import njit, types as nbtypes
+from numba.core.errors import TypingError
+from numba.extending import overload
 from numba.np.ufunc.parallel import _launch_threads
 
 # Start Numba's threading layer now (fastbp.threads has chosen it; the package __init__
@@ -48,3 +50,22 @@ def twins(body, **options):
     parallel = njit(cache=True, nogil=True, parallel=True, **options)(
         _renamed(body, "parallel"))
     return serial, parallel
+
+
+def require_c_contiguous(*arrays):
+    """Compile-time check for Numba code: a TypingError unless every array argument is
+    typed C-contiguous (layout ``'C'``). Kernels that address memory by flat offsets (BLAS
+    calls, the intrinsics of ._sparse) would otherwise misread a strided view; inside
+    ``@njit`` code ``x[a:b, :]`` is typed ``'A'`` even when its memory is contiguous, so
+    pass ``np.ascontiguousarray(...)`` or ``x[a:b]``."""
+
+
+@overload(require_c_contiguous, jit_options={"cache": True})
+def _require_c_contiguous_overload(*arrays):
+    bad = [a for a in arrays if isinstance(a, nbtypes.Array) and a.layout != "C"]
+    if bad:
+        raise TypingError("fastbp kernels need C-contiguous arrays, got "
+                          + ", ".join(map(str, bad))
+                          + "; pass np.ascontiguousarray(...) (inside @njit code, slice "
+                            "rows as x[a:b], not x[a:b, :])")
+    return lambda *arrays: None

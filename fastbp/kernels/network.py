@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
-from ._compile import twins
+from ._compile import require_c_contiguous, twins
 from .affine import _dW_loops, column_sum
 from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
 from ._vexp import exp_nonpos
@@ -308,6 +308,7 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     float
         Mean loss of the batch before the update.
     """
+    require_c_contiguous(x, t, W1, b1, W2, b2, h, y, dy, dh, dW1, db1, dW2, db2, row_loss)
     n, d = x.shape
     H = W1.shape[1]
     C = W2.shape[1]
@@ -371,14 +372,24 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
 
 @njit(cache=True, nogil=True)
 def train_step_labels(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss):
-    """:func:`two_layer_step` for integer labels that first checks them: returns -1.0 and
-    touches nothing if a label is outside ``[0, C)``.
+    """:func:`two_layer_step` for integer labels that first checks its arguments: returns
+    -1.0 and touches nothing if a label is outside ``[0, C)`` or the shapes do not fit
+    together (a kernel given mismatched shapes would read and write out of bounds).
 
-    The check costs n compares here, against ~3 us for ``t.min()`` and ``t.max()`` from
-    Python at batch 1; :meth:`fastbp.TwoLayerNet.train_step` uses it on its fast path.
+    The checks cost n + 20 compares here, against ~3 us for ``t.min()`` and ``t.max()``
+    alone from Python at batch 1; :meth:`fastbp.TwoLayerNet.train_step` uses it on its
+    fast path.
     """
+    n, d = x.shape
+    H = W1.shape[1]
     C = W2.shape[1]
-    for i in range(t.shape[0]):
+    if (t.shape[0] != n or n == 0 or W1.shape[0] != d or b1.shape[0] != H
+            or W2.shape[0] != H or b2.shape[0] != C or h.shape != (n, H)
+            or y.shape != (n, C) or dy.shape != (n, C) or dh.shape != (n, H)
+            or dW1.shape != (d, H) or db1.shape[0] != H or dW2.shape != (H, C)
+            or db2.shape[0] != C or row_loss.shape[0] != n):
+        return -1.0
+    for i in range(n):
         if t[i] < 0 or t[i] >= C:
             return -1.0
     return two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
@@ -407,6 +418,7 @@ def count_correct(x, t, W1, b1, W2, b2, h, y, hit):
     -------
     int
     """
+    require_c_contiguous(x, t, W1, b1, W2, b2, h, y, hit)
     n = x.shape[0]
     par = n >= PARALLEL_MIN_ROWS
     _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH, par)
