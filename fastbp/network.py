@@ -163,12 +163,14 @@ class TwoLayerNet:
         # Numba's typing rejects params whose dtype, layout or writeable flag changed (a
         # TypingError before anything runs). Anything unusual (other types, dtypes,
         # layouts, one-hot targets, bad labels or shapes, replaced params) takes the full
-        # path, which converts or raises the ValueError that names the problem.
+        # path, which converts or raises the ValueError that names the problem. (ndim and
+        # layout are checked here because another array type would make Numba compile a
+        # new specialization on every call before failing.)
         dtype = self._fast
         if (dtype is not None and type(lr) is float and 0.0 < lr < _INF
                 and type(x) is np.ndarray and type(t) is np.ndarray and x.dtype is dtype
-                and t.dtype is _INTP and t.ndim == 1 and x.flags.c_contiguous
-                and t.flags.c_contiguous):
+                and t.dtype is _INTP and x.ndim == 2 and t.ndim == 1
+                and x.flags.c_contiguous and t.flags.c_contiguous):
             work = self._work.get((x.shape[0], False))
             if work is not None:
                 p = self.params

@@ -41,6 +41,8 @@ def _sigmoid_forward_body(x, out):
     # gains nothing: it is bound by the arithmetic itself).
     one = out.dtype.type(1.0)
     h = x.size // 2
+    # Four separate assignments: unpacking the four views from one tuple lost the second
+    # half's writes in the parallel twin (a Numba parfor bug; caught by the twins test).
     x0 = x[:h]
     x1 = x[h:2 * h]
     out0 = out[:h]

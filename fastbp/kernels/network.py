@@ -318,7 +318,8 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     if small:
         if stride == 0:
             _forward_small(x, W1, h)
-        # W2 transposed into dW2's storage, viewed as (C, H); dW2 is rewritten below.
+        # W2 transposed into dW2's storage, viewed as (C, H) (with lr == 0, dW2 is written
+        # after the row pass has used it).
         W2T = dW2.reshape(C, H)
         for j in range(H):
             for c in range(C):
