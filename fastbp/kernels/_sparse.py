@@ -11,12 +11,15 @@ the rows of W1 whose input is non-zero. Written as plain Numba loops, both produ
 Here the non-zero columns of a row are listed first, 8 inputs at a time without a branch
 (compare, ``movmskps``, a table of bit positions, ``popcnt``): :func:`nonzero_columns`.
 Then :func:`gather_dot` sums the listed rows of W1 with up to 64 columns of ``h`` held in
-eight vector registers: :func:`nonzero_columns` + :func:`gather_dot` take ~0.8 us instead of
-1.4 us for a digit at H = 50.
+eight vector registers (listing + ``x @ W1``: 0.68 us instead of 1.52 at H = 50), and
+:func:`scatter_axpy`, its transpose, updates the listed rows of W1 with the row of ``dh``
+held in registers (1.11 us instead of 1.64).
 
-Each output element is summed over the non-zeros in column order, one multiply and one add
-per term, exactly as ``h[i, j] += x[i, k] * W1[k, j]`` in a loop over ``k``: the same bits
-as the plain loops. Under ``NUMBA_DISABLE_JIT=1`` the public functions run as NumPy.
+Each output element gets its terms in list order, one multiply and one add per term,
+exactly as ``h[i, j] += x[i, k] * W1[k, j]`` in a loop over ``k``: the same bits as the
+plain loops (tests/test_kernels.py). Arrays that are not C-contiguous, and
+``NUMBA_BOUNDSCHECK=1`` runs, compile to those plain loops; under ``NUMBA_DISABLE_JIT=1``
+the public functions run as NumPy.
 """
 import numpy as np
 from llvmlite import ir
