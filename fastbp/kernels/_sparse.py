@@ -25,7 +25,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils, config
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 LANES = 8
 #: Columns of the output held in registers per pass of :func:`gather_dot` (8 AVX registers).
@@ -186,8 +186,42 @@ def _make_kernel(nb, scatter):
     return kernel
 
 
-_g1, _g2, _g3, _g4, _g5, _g6, _g7, _g8 = (_make_kernel(nb, False) for nb in range(1, 9))
-_s1, _s2, _s3, _s4, _s5, _s6, _s7, _s8 = (_make_kernel(nb, True) for nb in range(1, 9))
+def _row_pass(scatter):
+    """The Numba function that runs the ``scatter`` kernels of :func:`_make_kernel` over all
+    columns of ``W``: ``run(a, x, i, idx, count, W, out)``, 64 columns per pass, the kernel
+    for the pass's block count picked by an if-chain (each is a separate intrinsic)."""
+    k1, k2, k3, k4, k5, k6, k7, k8 = (_make_kernel(nb, scatter) for nb in range(1, 9))
+
+    @register_jitable
+    def run(a, x, i, idx, count, W, out):
+        m = W.shape[1]
+        xo = i * x.shape[1]
+        for col0 in range(0, m, LANES * BLOCKS):
+            cols = min(LANES * BLOCKS, m - col0)
+            nb = (cols + LANES - 1) // LANES
+            last = cols - LANES * (nb - 1)
+            oo = i * m + col0
+            if nb == 8:
+                k8(a, x, xo, idx, count, W, col0, out, oo, last)
+            elif nb == 7:
+                k7(a, x, xo, idx, count, W, col0, out, oo, last)
+            elif nb == 6:
+                k6(a, x, xo, idx, count, W, col0, out, oo, last)
+            elif nb == 5:
+                k5(a, x, xo, idx, count, W, col0, out, oo, last)
+            elif nb == 4:
+                k4(a, x, xo, idx, count, W, col0, out, oo, last)
+            elif nb == 3:
+                k3(a, x, xo, idx, count, W, col0, out, oo, last)
+            elif nb == 2:
+                k2(a, x, xo, idx, count, W, col0, out, oo, last)
+            else:
+                k1(a, x, xo, idx, count, W, col0, out, oo, last)
+    return run
+
+
+_gather_pass = _row_pass(False)
+_scatter_pass = _row_pass(True)
 
 
 def nonzero_columns(x, i, idx):
@@ -265,30 +299,7 @@ def _gather_dot_overload(x, i, idx, count, W, out):
         return plain
 
     def impl(x, i, idx, count, W, out):
-        m = W.shape[1]
-        xo = i * x.shape[1]
-        zero = W.dtype.type(0)  # unused by the gather kernels
-        for col0 in range(0, m, LANES * BLOCKS):
-            cols = min(LANES * BLOCKS, m - col0)
-            nb = (cols + LANES - 1) // LANES
-            last = cols - LANES * (nb - 1)
-            oo = i * m + col0
-            if nb == 8:
-                _g8(zero, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 7:
-                _g7(zero, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 6:
-                _g6(zero, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 5:
-                _g5(zero, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 4:
-                _g4(zero, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 3:
-                _g3(zero, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 2:
-                _g2(zero, x, xo, idx, count, W, col0, out, oo, last)
-            else:
-                _g1(zero, x, xo, idx, count, W, col0, out, oo, last)
+        _gather_pass(W.dtype.type(0), x, i, idx, count, W, out)  # `a` unused by a gather
     return impl
 
 
@@ -315,27 +326,5 @@ def _scatter_axpy_overload(a, x, i, idx, count, g, W):
         return plain
 
     def impl(a, x, i, idx, count, g, W):
-        m = W.shape[1]
-        xo = i * x.shape[1]
-        for col0 in range(0, m, LANES * BLOCKS):
-            cols = min(LANES * BLOCKS, m - col0)
-            nb = (cols + LANES - 1) // LANES
-            last = cols - LANES * (nb - 1)
-            oo = i * m + col0
-            if nb == 8:
-                _s8(a, x, xo, idx, count, W, col0, g, oo, last)
-            elif nb == 7:
-                _s7(a, x, xo, idx, count, W, col0, g, oo, last)
-            elif nb == 6:
-                _s6(a, x, xo, idx, count, W, col0, g, oo, last)
-            elif nb == 5:
-                _s5(a, x, xo, idx, count, W, col0, g, oo, last)
-            elif nb == 4:
-                _s4(a, x, xo, idx, count, W, col0, g, oo, last)
-            elif nb == 3:
-                _s3(a, x, xo, idx, count, W, col0, g, oo, last)
-            elif nb == 2:
-                _s2(a, x, xo, idx, count, W, col0, g, oo, last)
-            else:
-                _s1(a, x, xo, idx, count, W, col0, g, oo, last)
+        _scatter_pass(a, x, i, idx, count, W, g)
     return impl
