@@ -264,7 +264,7 @@ def test_network_twins_identical(rng):
 
 # -- zero-skipping building blocks of the small-batch step (kernels/_sparse.py) ------------
 
-SPARSE_SHAPES = [(1, 784, 50), (3, 784, 50), (2, 13, 3), (1, 7, 70), (4, 100, 64),
+SPARSE_SHAPES = [(1, 784, 50), (3, 784, 50), (2, 13, 3), (1, 7, 70), (4, 100, 64), (2, 30, 75),
                  (2, 64, 129), (1, 8, 1), (6, 9, 8)]
 
 
