@@ -35,9 +35,9 @@ from .softmax import _finish, _row
 #: Batches up to this size take the hand-written path (lists of non-zero inputs, no BLAS).
 #: Measured (Zen 3, 784-50-10, MNIST-like inputs, kernel call, median of 21 x 200 calls,
 #: both paths alternating in one process), listed path vs BLAS path in us:
-#: float32 22.0 / 29.5 at batch 8, 32.1 / 36.2 at 12, 41.6 / 41.2 at 16, 56.4 / 45.6 at 24;
-#: float64 50.1 / 77.4 at 12, 76.6 / 86.3 at 20, 124.1 / 109.8 at 32.
-SMALL_BATCH = 12
+#: float32 31.6 / 47.9 at batch 14, 38.8 / 47.8 at 20, 41.3 / 56.5 at 22, 45.5 / 46.2 at 24,
+#: 94.5 / 85.8 at 32; float64 54.0 / 82.9 at 16, 117.6 / 138.3 at 24, 112.8 / 116.1 at 32.
+SMALL_BATCH = 24
 
 #: Batch rows from which the per-row pass runs on Numba's pool.
 PARALLEL_MIN_ROWS = 512
