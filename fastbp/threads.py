@@ -2,17 +2,17 @@
 
 fastbp runs three thread pools in one process: Numba's (the ``prange`` kernels) and two
 OpenBLAS pools (NumPy bundles one, SciPy another; Numba's ``np.dot`` calls SciPy's). On a
-2-core machine, a step whose BLAS calls and Numba regions alternate measured:
+2-vCPU AMD EPYC (Zen 3), with 2 Numba and 2 BLAS threads, a training step (TwoLayerNet
+784-50-10, float32) whose BLAS calls and Numba regions alternate measured
+(``benchmarks/thread_policy.py --rounds 2``, median us, notes/issue5.md):
 
-=====================================  ======================
-threading layer                        batch-100 train step
-=====================================  ======================
-``omp`` (GNU OpenMP, active waiting)   11 900 us
-``workqueue``                          480-520 us
-``omp`` with ``OMP_WAIT_POLICY=passive`` 250 us
-``tbb``                                250-290 us
-Numba pool of 1 thread                 230-300 us
-=====================================  ======================
+=====================================  ==============  ================
+threading layer                        batch 100       batch 10000
+=====================================  ==============  ================
+``omp`` (GNU OpenMP, active waiting)   9 971           39 386
+``workqueue``                          506             18 073
+``tbb``                                190             15 245
+=====================================  ==============  ================
 
 OpenMP's default active waiting keeps its workers spinning on the cores that OpenBLAS's
 threads need. The policy:
