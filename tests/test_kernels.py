@@ -264,8 +264,8 @@ def test_network_twins_identical(rng):
 
 # -- zero-skipping building blocks of the small-batch step (kernels/_sparse.py) ------------
 
-SPARSE_SHAPES = [(1, 784, 50), (3, 784, 50), (2, 13, 3), (1, 7, 70), (4, 100, 64), (2, 30, 75),
-                 (2, 64, 129), (1, 8, 1), (6, 9, 8)]
+SPARSE_SHAPES = [(1, 784, 50), (3, 784, 50), (2, 13, 3), (1, 7, 70), (4, 100, 64),
+                 (2, 30, 75), (2, 64, 129), (1, 8, 1), (6, 9, 8)]
 
 
 @njit
@@ -304,7 +304,8 @@ def _sparse_calls(x, W, g, out, idx, a):
 def test_sparse_blocks_equal_plain_loops(rng, shape, dtype):
     """nonzero_columns lists exactly the non-zero (and NaN) inputs in order; gather_dot and
     scatter_axpy give the same bits as the plain loops, for any column count (8-lane blocks,
-    a masked last block, several passes above 64 columns), -0.0 and NaN inputs included."""
+    a last block that overlaps its neighbour or, alone in its pass, is masked, several passes
+    above 64 columns), -0.0 and NaN inputs included."""
     n, d, m = shape
     x = rng.random((n, d)).astype(dtype)
     x[x < 0.6] = 0
