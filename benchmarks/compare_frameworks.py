@@ -13,7 +13,7 @@ fastbp's speed-up over each alternative. A framework that is not installed is re
 preallocated outputs) - the floor a training step cannot beat without skipping work.
 
 Data: like MNIST (seeded): 784 pixels in [0, 1], 81 % zeros, labels 0-9 (the real MNIST is
-not needed; the sparsity matters only for fastbp's batch <= 12 path, which skips zeros).
+not needed; the sparsity matters only for fastbp's batch <= 24 path, which skips zeros).
 PyTorch and JAX are installed with ``pip install -e .[bench]`` (torch 2.13 CPU, jax).
 """
 import argparse

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from .kernels.gather import encode_pixels, gather_pixels
+from .kernels.gather import encode_pixels, gather_pixels, pixel_table
 from .checkpoint import Checkpoint, History, load_checkpoint, load_params, save_checkpoint
 
 __all__ = ["EpochRecord", "History", "TrainResult", "accuracy", "plot_history", "train"]
@@ -186,10 +186,9 @@ def _pixel_copy(x):
     if x.size == 0:
         return None, 0
     u8 = np.empty(x.shape, np.uint8)
+    lut = np.empty(256, x.dtype)
     for divisor in (255, 1):
-        # The value gather_pixels makes of each pixel (NumPy's float32 division rounds
-        # as the kernel's does).
-        lut = (np.arange(256, dtype=np.float32) / np.float32(divisor)).astype(x.dtype)
+        pixel_table(divisor, lut)
         if encode_pixels(x, divisor, lut, u8):
             return u8, divisor
     return None, 0

@@ -16,6 +16,15 @@ def _pixel(v, divisor, out_type):
     return out_type(np.float32(v) / np.float32(divisor))
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def pixel_table(divisor, lut):
+    """Write into ``lut[q]`` (256 entries, float32 or float64) the value
+    :func:`gather_pixels` makes of pixel ``q`` for this `divisor`: the table
+    :func:`encode_pixels` checks against."""
+    for q in range(256):
+        lut[q] = _pixel(q, divisor, lut.dtype.type)
+
+
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def encode_pixels(x, divisor, lut, out):
     """Write ``round(x * divisor)`` into `out` (uint8) and tell whether that is exact.
@@ -26,8 +35,7 @@ def encode_pixels(x, divisor, lut, out):
     divisor : int
         255 for images normalized to [0, 1], 1 for raw 0..255 values.
     lut : ndarray, (256,), dtype of `x`
-        ``lut[q]`` is the value :func:`gather_pixels` makes of pixel ``q``:
-        ``x.dtype(float32(q) / float32(divisor))``.
+        From :func:`pixel_table`: the value :func:`gather_pixels` makes of pixel ``q``.
     out : ndarray, (n, d), uint8, written in place.
 
     Returns
