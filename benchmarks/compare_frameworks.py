@@ -1,14 +1,17 @@
 """One SGD training step of TwoLayerNet 784-50-10 (float32): fastbp vs plain NumPy, PyTorch, JAX.
 
-    python benchmarks/compare_frameworks.py                  # batches 1, 100, 10000; 3 rounds
-    python benchmarks/compare_frameworks.py --rounds 5 --batches 1 100
+    python benchmarks/compare_frameworks.py                  # batches 1, 100, 10000; 10 rounds
+    python benchmarks/compare_frameworks.py --rounds 20 --batches 1 100
 
-Every framework runs in its own process (their thread pools disturb each other inside one),
-and the processes alternate: round r runs all frameworks once, in an order rotated by r, so
-slow periods of a shared machine hit every column alike. Inside a process each batch size
-is warmed up, then every step is timed alone; the process reports the median step. The
-table shows, per batch and framework, the median over rounds (and the min-max range), and
-fastbp's speed-up over each alternative. A framework that is not installed is reported as
+Every framework runs in its own process (their thread pools disturb each other inside one).
+All processes start first, set up and warm up every batch size, then take turns in short
+slices: round r gives each framework, for each batch size, one slice of ``--slice`` seconds
+of steps run back to back (the first two after the idle gap untimed, then every step timed
+alone), in an order rotated by r, with ``--gap`` seconds of idle time before each slice so
+that the previous framework's spinning threads have gone to sleep. On a shared machine whose
+speed drifts within seconds, each column is thus sampled in the same minutes as the others.
+The table shows, per batch and framework, the median of the slice medians (and their
+min-max range), and fastbp's speed-up over each alternative. A framework that is not installed is reported as
 "missing". Also timed: the two large GEMMs of a step (X @ W1 and X.T @ dH, NumPy, into
 preallocated outputs) - the floor a training step cannot beat without skipping work.
 
@@ -21,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 FRAMEWORKS = ("fastbp", "numpy", "torch", "jax", "gemm")
@@ -44,22 +48,8 @@ def _init(seed=0):
         (0.01 * rng.standard_normal((H, C))).astype(np.float32), np.zeros(C, np.float32)
 
 
-def _steps_for(n):
+def _steps_for(n):  # warm-up calls: min(20, this)
     return {1: 3000, 100: 400}.get(n, max(5, min(400, 200_000 // n)))
-
-
-def _time(step, n, budget):
-    """Median seconds of `step()` over timed single calls (after a warm-up)."""
-    import numpy as np
-    for _ in range(min(20, budget)):
-        step()
-    ts = np.empty(budget)
-    clock = time.perf_counter
-    for i in range(budget):
-        t0 = clock()
-        step()
-        ts[i] = clock() - t0
-    return float(np.median(ts))
 
 
 # -- the contenders -------------------------------------------------------------------------
@@ -204,21 +194,75 @@ def setup_gemm(n):
 
 
 def worker(name, batches):
+    """Serve timed slices: set every batch size up, say ready, then answer each line
+    ``n seconds`` with the median of `n`-row steps run back to back for `seconds`."""
     try:
         if name in ("torch", "jax"):
             __import__(name)
     except ImportError:
-        print(json.dumps({"missing": True}))
+        print(json.dumps({"missing": True}), flush=True)
         return
-    out = {}
+    import numpy as np
+    steps = {}
     for n in batches:
-        out[n] = _time(globals()["setup_" + name](n), n, _steps_for(n))
-    print(json.dumps(out))
+        steps[n] = globals()["setup_" + name](n)
+        for _ in range(min(20, _steps_for(n))):
+            steps[n]()
+    print(json.dumps({"ready": True}), flush=True)
+    clock = time.perf_counter
+    for line in sys.stdin:
+        n, seconds = line.split()
+        step, seconds = steps[int(n)], float(seconds)
+        # The first calls after the idle gap wake the thread pools and refill the caches;
+        # a training loop runs steps back to back, so they are not timed.
+        for _ in range(2):
+            step()
+        ts = []
+        end = clock() + seconds
+        while len(ts) < 3 or clock() < end:
+            t0 = clock()
+            step()
+            ts.append(clock() - t0)
+        print(json.dumps({"median": float(np.median(ts)), "steps": len(ts)}), flush=True)
+
+
+class _Worker:
+    def __init__(self, name, batches):
+        self.name = name
+        self.err = tempfile.TemporaryFile("w+")
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--batches",
+               *map(str, batches)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.err, text=True)
+
+    def reply(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            self.err.seek(0)
+            sys.stderr.write(f"{self.name} failed:\n{self.err.read()[-2000:]}\n")
+            return None
+        return json.loads(line)
+
+    def run(self, n, seconds):
+        self.proc.stdin.write(f"{n} {seconds}\n")
+        self.proc.stdin.flush()
+        return self.reply()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=10,
+                   help="timed slices per framework and batch size (default 10)")
+    p.add_argument("--slice", type=float, default=0.25, dest="seconds",
+                   help="seconds of back-to-back steps per slice (default 0.25)")
+    p.add_argument("--gap", type=float, default=0.1,
+                   help="idle seconds between slices, for the last slice's spinning "
+                        "threads to go to sleep (default 0.1)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 100, 10000])
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -230,26 +274,35 @@ def main(argv=None):
     results = {f: {n: [] for n in args.batches} for f in args.frameworks}
     missing = set()
     fws = list(args.frameworks)
-    for r in range(args.rounds):
-        order = fws[r % len(fws):] + fws[:r % len(fws)]
-        for f in order:
-            if f in missing:
-                continue
-            cmd = [sys.executable, os.path.abspath(__file__), "--worker", f, "--batches",
-                   *map(str, args.batches)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.stderr.write(f"{f} failed:\n{proc.stderr[-2000:]}\n")
-                missing.add(f)
-                continue
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
-            if res.get("missing"):
-                missing.add(f)
-                continue
+    workers = {}
+    for f in fws:  # one at a time: set-up and compilation are not what is compared
+        w = _Worker(f, args.batches)
+        ready = w.reply()
+        if ready is None or ready.get("missing"):
+            missing.add(f)
+            w.close()
+        else:
+            workers[f] = w
+    try:
+        for r in range(args.rounds):
             for n in args.batches:
-                results[f][n].append(res[str(n)])
-            print(f"round {r + 1}/{args.rounds} {f:7s} " + "  ".join(
-                f"b{n}: {res[str(n)] * 1e6:9.1f} us" for n in args.batches), flush=True)
+                order = fws[r % len(fws):] + fws[:r % len(fws)]
+                line = []
+                for f in order:
+                    if f in missing:
+                        continue
+                    time.sleep(args.gap)
+                    res = workers[f].run(n, args.seconds)
+                    if res is None:
+                        missing.add(f)
+                        continue
+                    results[f][n].append(res["median"])
+                    line.append(f"{f} {res['median'] * 1e6:,.1f}")
+                print(f"round {r + 1}/{args.rounds} batch {n}: " + ", ".join(line) + " us",
+                      flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
 
     def cell(f, n):
         v = results[f][n]
@@ -258,8 +311,8 @@ def main(argv=None):
         m = float(np.median(v)) * 1e6
         return f"{m:,.1f} ({min(v) * 1e6:,.0f}-{max(v) * 1e6:,.0f})", m
 
-    print(f"\nTwoLayerNet 784-50-10, float32, SGD step, median us over {args.rounds} rounds "
-          "(min-max)")
+    print(f"\nTwoLayerNet 784-50-10, float32, SGD step, median us over {args.rounds} "
+          f"interleaved slices of {args.seconds} s (min-max of the slice medians)")
     names = {"fastbp": "fastbp", "numpy": "NumPy (book)", "torch": "PyTorch eager",
              "jax": "JAX jit", "gemm": "2 GEMMs alone"}
     print("| batch | " + " | ".join(names[f] for f in fws) + " | fastbp speed-up |")
