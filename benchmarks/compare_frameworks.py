@@ -11,8 +11,10 @@ alone), in an order rotated by r, with ``--gap`` seconds of idle time before eac
 that the previous framework's spinning threads have gone to sleep. On a shared machine whose
 speed drifts within seconds, each column is thus sampled in the same minutes as the others.
 The table shows, per batch and framework, the median of the slice medians (and their
-min-max range), and fastbp's speed-up over each alternative. A framework that is not installed is reported as
-"missing". Also timed: the two large GEMMs of a step (X @ W1 and X.T @ dH, NumPy, into
+min-max range), and fastbp's speed-up over each alternative; a second table gives the
+median over rounds of each round's own ratio (slices minutes apart never meet in it). A
+framework that is not installed is reported as "missing", one whose process died as
+"failed". Also timed: the two large GEMMs of a step (X @ W1 and X.T @ dH, NumPy, into
 preallocated outputs) - the floor a training step cannot beat without skipping work.
 
 Data: like MNIST (seeded): 784 pixels in [0, 1], 81 % zeros, labels 0-9 (the real MNIST is
@@ -48,8 +50,8 @@ def _init(seed=0):
         (0.01 * rng.standard_normal((H, C))).astype(np.float32), np.zeros(C, np.float32)
 
 
-def _steps_for(n):  # warm-up calls: min(20, this)
-    return {1: 3000, 100: 400}.get(n, max(5, min(400, 200_000 // n)))
+def _warmup_calls(n):
+    return max(5, min(20, 200_000 // n))
 
 
 # -- the contenders -------------------------------------------------------------------------
@@ -206,7 +208,7 @@ def worker(name, batches):
     steps = {}
     for n in batches:
         steps[n] = globals()["setup_" + name](n)
-        for _ in range(min(20, _steps_for(n))):
+        for _ in range(_warmup_calls(n)):
             steps[n]()
     print(json.dumps({"ready": True}), flush=True)
     clock = time.perf_counter
@@ -272,14 +274,14 @@ def main(argv=None):
 
     import numpy as np
     results = {f: {n: [] for n in args.batches} for f in args.frameworks}
-    missing = set()
+    missing, failed = set(), set()
     fws = list(args.frameworks)
     workers = {}
     for f in fws:  # one at a time: set-up and compilation are not what is compared
         w = _Worker(f, args.batches)
         ready = w.reply()
         if ready is None or ready.get("missing"):
-            missing.add(f)
+            (failed if ready is None else missing).add(f)
             w.close()
         else:
             workers[f] = w
@@ -289,12 +291,12 @@ def main(argv=None):
                 order = fws[r % len(fws):] + fws[:r % len(fws)]
                 line = []
                 for f in order:
-                    if f in missing:
+                    if f in missing or f in failed:
                         continue
                     time.sleep(args.gap)
                     res = workers[f].run(n, args.seconds)
                     if res is None:
-                        missing.add(f)
+                        failed.add(f)
                         continue
                     results[f][n].append(res["median"])
                     line.append(f"{f} {res['median'] * 1e6:,.1f}")
@@ -306,8 +308,8 @@ def main(argv=None):
 
     def cell(f, n):
         v = results[f][n]
-        if f in missing or not v:
-            return "missing", None
+        if f in missing or f in failed or not v:
+            return ("failed" if f in failed else "missing"), None
         m = float(np.median(v)) * 1e6
         return f"{m:,.1f} ({min(v) * 1e6:,.0f}-{max(v) * 1e6:,.0f})", m
 
@@ -330,6 +332,24 @@ def main(argv=None):
                 ups.append(f"{cells[f][1] / base:.1f}x {names[f]}")
         print(f"| {n} | " + " | ".join(cells[f][0] for f in fws) + " | " + ", ".join(ups)
               + " |")
+
+    # Each round's own ratio: both slices of a pair ran seconds apart.
+    others = [f for f in fws if f != "fastbp"]
+    print("\nfastbp speed-up per round (other / fastbp; for the GEMMs fastbp / GEMMs), median "
+          "(min-max) over rounds")
+    print("| batch | " + " | ".join(names[f] for f in others) + " |")
+    print("|---" * (len(others) + 1) + "|")
+    for n in args.batches:
+        mine = results.get("fastbp", {}).get(n, [])
+        row = []
+        for f in others:
+            theirs = results[f][n]
+            if f in missing or f in failed or not mine or len(theirs) != len(mine):
+                row.append("-")
+                continue
+            r = [(m / o) if f == "gemm" else (o / m) for m, o in zip(mine, theirs)]
+            row.append(f"{np.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
+        print(f"| {n} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
