@@ -225,7 +225,7 @@ def worker(name, batches):
             t0 = clock()
             step()
             ts.append(clock() - t0)
-        print(json.dumps({"median": float(np.median(ts)), "steps": len(ts)}), flush=True)
+        print(json.dumps({"median": float(np.median(ts))}), flush=True)
 
 
 class _Worker:
@@ -256,6 +256,11 @@ class _Worker:
             self.proc.wait()
 
 
+def _speedup(f, fastbp, other):
+    """fastbp's speed-up over `f` from two times; for the GEMMs, fastbp's time over theirs."""
+    return fastbp / other if f == "gemm" else other / fastbp
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=10,
@@ -274,14 +279,14 @@ def main(argv=None):
 
     import numpy as np
     results = {f: {n: [] for n in args.batches} for f in args.frameworks}
-    missing, failed = set(), set()
+    absent = {}  # framework -> "missing" (not installed) or "failed" (its process died)
     fws = list(args.frameworks)
     workers = {}
     for f in fws:  # one at a time: set-up and compilation are not what is compared
         w = _Worker(f, args.batches)
         ready = w.reply()
         if ready is None or ready.get("missing"):
-            (failed if ready is None else missing).add(f)
+            absent[f] = "failed" if ready is None else "missing"
             w.close()
         else:
             workers[f] = w
@@ -291,12 +296,12 @@ def main(argv=None):
                 order = fws[r % len(fws):] + fws[:r % len(fws)]
                 line = []
                 for f in order:
-                    if f in missing or f in failed:
+                    if f in absent:
                         continue
                     time.sleep(args.gap)
                     res = workers[f].run(n, args.seconds)
                     if res is None:
-                        failed.add(f)
+                        absent[f] = "failed"
                         continue
                     results[f][n].append(res["median"])
                     line.append(f"{f} {res['median'] * 1e6:,.1f}")
@@ -308,8 +313,8 @@ def main(argv=None):
 
     def cell(f, n):
         v = results[f][n]
-        if f in missing or f in failed or not v:
-            return ("failed" if f in failed else "missing"), None
+        if f in absent or not v:
+            return absent.get(f, "missing"), None
         m = float(np.median(v)) * 1e6
         return f"{m:,.1f} ({min(v) * 1e6:,.0f}-{max(v) * 1e6:,.0f})", m
 
@@ -326,10 +331,8 @@ def main(argv=None):
         for f in fws:
             if f in ("fastbp",) or cells[f][1] is None or base is None:
                 continue
-            if f == "gemm":
-                ups.append(f"{base / cells[f][1]:.2f}x the GEMMs")
-            else:
-                ups.append(f"{cells[f][1] / base:.1f}x {names[f]}")
+            up = _speedup(f, base, cells[f][1])
+            ups.append(f"{up:.2f}x the GEMMs" if f == "gemm" else f"{up:.1f}x {names[f]}")
         print(f"| {n} | " + " | ".join(cells[f][0] for f in fws) + " | " + ", ".join(ups)
               + " |")
 
@@ -344,10 +347,10 @@ def main(argv=None):
         row = []
         for f in others:
             theirs = results[f][n]
-            if f in missing or f in failed or not mine or len(theirs) != len(mine):
+            if f in absent or not mine or len(theirs) != len(mine):
                 row.append("-")
                 continue
-            r = [(m / o) if f == "gemm" else (o / m) for m, o in zip(mine, theirs)]
+            r = [_speedup(f, m, o) for m, o in zip(mine, theirs)]
             row.append(f"{np.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
         print(f"| {n} | " + " | ".join(row) + " |")
 
