@@ -15,6 +15,7 @@ from fastbp import ops
 from fastbp.kernels import activations as KA, affine as KF, network as KN, sgd as KS
 from fastbp.kernels import softmax as KM
 from fastbp.kernels import _sparse as KP
+from fastbp.kernels import rows as KR
 
 import reference as R
 from conftest import BATCHES, DTYPES, compiled_only, layouts, tol
@@ -248,13 +249,13 @@ def test_network_twins_identical(rng):
         np.testing.assert_array_equal(a, b)
     # the per-row passes of the BLAS path (batch > SMALL_BATCH)
     outs = []
-    for bias_relu, softmax_rows, mask in (
-            (KN._bias_relu_serial, KN._softmax_rows_serial, KN._mask_serial),
-            (KN._bias_relu_parallel, KN._softmax_rows_parallel, KN._mask_parallel)):
+    for bias_act, softmax_rows, mask in (
+            (KR._bias_act_serial, KR._softmax_rows_serial, KR._relu_mask_serial),
+            (KR._bias_act_parallel, KR._softmax_rows_parallel, KR._relu_mask_parallel)):
         same = np.random.default_rng(5)  # the same inputs for both
         h, y, dh = h0.copy(), 3 * same.standard_normal((n, C_)), same.standard_normal((n, H))
         dy, rl = np.empty((n, C_)), np.empty(n)
-        bias_relu(h, b1)
+        bias_act(h, b1, KR.RELU)
         softmax_rows(y, b2, t, dy, rl)
         mask(h, dh)
         outs.append((h, y, dy, dh, rl))

@@ -28,9 +28,33 @@ from numba.np.ufunc.parallel import _launch_threads
 # a warm cache and relu_forward as the first kernel a process calls).
 _launch_threads()
 
-#: Element count from which an elementwise kernel (ReLU, sigmoid, SGD) goes parallel.
-#: Below it the fork/join of Numba's pool (~5-10 us on 2 cores) costs more than the work.
+# Every size threshold of the kernels lives here, with its reason and the benchmark that
+# sets it (benchmarks/bench_*.py, benchmarks/thread_policy.py).
+
+#: Element count from which an elementwise kernel (ReLU, sigmoid, optimizer updates) goes
+#: parallel. Below it the fork/join of Numba's pool costs more than the work
+#: (benchmarks/bench_activations.py, benchmarks/elementwise_bandwidth.py).
 PARALLEL_MIN_ELEMENTS = 1 << 16
+
+#: Batch rows from which the row passes of the training steps (bias + activation, softmax,
+#: masks, argmax) run on Numba's pool (benchmarks/bench_train_step.py: serial and parallel
+#: passes were equal from 512 rows up, the parallel ones slower below).
+PARALLEL_MIN_ROWS = 512
+
+#: Rows per block of the softmax pass: the exponentials of a block run as one flat loop
+#: that LLVM vectorizes (a row's 10 logits alone did not vectorize).
+SOFTMAX_BLOCK = 64
+
+#: Batches up to this size never call BLAS in the training steps: they list each row's
+#: non-zero inputs once (:mod:`._sparse`) and use the list for the first layer's product
+#: and its weight gradient. Set where the listed path and the BLAS path cross for
+#: 784-50-10 (benchmarks/bench_train_step.py, float32 and float64; see
+#: docs/decisions or notes/issue5.md).
+SMALL_BATCH = 24
+
+#: Multiply-adds (n * d * m) from which an affine product calls BLAS instead of loops: a
+#: BLAS call's fixed cost dominates below (benchmarks/bench_affine.py).
+AFFINE_BLAS_MIN_FLOPS = 1 << 17
 
 
 def _renamed(body, suffix):

@@ -21,9 +21,7 @@ of BLAS threads (see :mod:`fastbp.threads`).
 from numba import njit
 
 from ._blas import NO_TRANS, TRANS, gemm
-
-#: Multiply-adds (n * d * m) from which the affine kernels call BLAS instead of the loops.
-AFFINE_BLAS_MIN_FLOPS = 1 << 17
+from ._compile import AFFINE_BLAS_MIN_FLOPS
 
 
 @njit(cache=True, nogil=True)

@@ -26,22 +26,11 @@ import numpy as np
 from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
-from ._compile import require_c_contiguous, twins
+from ._compile import PARALLEL_MIN_ROWS, SMALL_BATCH, require_c_contiguous, twins
 from .affine import _dW_loops, column_sum
 from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
-from ._vexp import exp_nonpos
-from .softmax import _finish, _row
-
-#: Batches up to this size take the hand-written path (lists of non-zero inputs, no BLAS).
-#: Measured (Zen 3, 784-50-10, MNIST-like inputs, kernel call, median of 21 x 200 calls,
-#: both paths alternating in one process), listed path vs BLAS path in us:
-#: float32 31.6 / 47.9 at batch 14, 38.8 / 47.8 at 20, 41.3 / 56.5 at 22, 45.5 / 46.2 at 24,
-#: 94.5 / 85.8 at 32; float64 54.0 / 82.9 at 16, 117.6 / 138.3 at 24, 112.8 / 116.1 at 32.
-SMALL_BATCH = 24
-
-#: Batch rows from which the per-row pass runs on Numba's pool.
-PARALLEL_MIN_ROWS = 512
-
+from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
+from .softmax import _row
 
 def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
     # Everything between the two large products, one batch row at a time while the row is
@@ -55,7 +44,7 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
     for i in prange(n):
         for j in range(H):
             v = h[i, j] + b1[j]
-            h[i, j] = v if v > 0 else 0
+            h[i, j] = 0 if v <= 0 else v  # NaN passes, as in rows.bias_act_rows
         for c in range(C):
             y[i, c] = b2[c]
         for j in range(H):
@@ -94,79 +83,7 @@ def _small_grad_body(h, dy, dW):
                     dW[j, c] += hij * dy[i, c]
 
 
-def _bias_relu_body(h, b1):
-    n, H = h.shape
-    for i in prange(n):
-        for j in range(H):
-            v = h[i, j] + b1[j]
-            h[i, j] = v if v > 0 else 0
-
-
-#: Rows per block of the softmax pass: the exponentials of a block run as one flat loop.
-SOFTMAX_BLOCK = 64
-
-
-def _softmax_rows_body(y, b2, t, dy, row_loss):
-    # y += b2, then softmax-CE row by row as in `_row`, except that the exponentials of a
-    # block of rows run as one flat loop over block * C contiguous values, which LLVM
-    # vectorizes (a row's C = 10 values did not: 6.5 of the pass's 8.7 us at batch 100
-    # were scalar exps). The same operations in the same order: the same bits as `_row`.
-    n, C = y.shape
-    inv_n = 1.0 / n
-    flat = dy.reshape(n * C)
-    for blk in prange((n + SOFTMAX_BLOCK - 1) // SOFTMAX_BLOCK):
-        lo = blk * SOFTMAX_BLOCK
-        hi = min(lo + SOFTMAX_BLOCK, n)
-        for i in range(lo, hi):
-            for c in range(C):
-                y[i, c] += b2[c]
-            mx = y[i, 0]
-            for c in range(1, C):
-                if y[i, c] > mx:
-                    mx = y[i, c]
-            for c in range(C):
-                dy[i, c] = y[i, c] - mx
-            row_loss[i] = mx  # kept for the log-sum-exp below; the row's loss replaces it
-        block = flat[lo * C:hi * C]  # indices from 0: LLVM then drops the wraparound check
-        for p in range(block.size):
-            block[p] = exp_nonpos(block[p])
-        for i in range(lo, hi):
-            s = 0.0
-            for c in range(C):
-                s += dy[i, c]
-            row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
-
-
-def _mask_body(h, dh):
-    n, H = h.shape
-    for i in prange(n):
-        hi = h[i]
-        dhi = dh[i]
-        for j in range(H):
-            # An unconditional store of a select vectorizes; a conditional store did not
-            # (batch 100: 2.9 us). NaN in h keeps dh, as the comparison is false.
-            dhi[j] = 0 if hi[j] <= 0 else dhi[j]
-
-
-def _correct_body(y, b2, t, hit):
-    # hit[i] = 1 when the first largest logit of row i (np.argmax's choice) is label t[i].
-    n, C = y.shape
-    for i in prange(n):
-        best = 0
-        top = y[i, 0] + b2[0]
-        for c in range(1, C):
-            v = y[i, c] + b2[c]
-            if v > top:
-                top = v
-                best = c
-        hit[i] = 1 if best == t[i] else 0
-
-
 _small_grad_serial, _small_grad_parallel = twins(_small_grad_body)
-_correct_serial, _correct_parallel = twins(_correct_body)
-_bias_relu_serial, _bias_relu_parallel = twins(_bias_relu_body)
-_softmax_rows_serial, _softmax_rows_parallel = twins(_softmax_rows_body)
-_mask_serial, _mask_parallel = twins(_mask_body)
 _rows_serial, _rows_parallel = twins(_rows_body)
 
 
@@ -262,10 +179,10 @@ def _sgd(p, g, lr):
 
 
 @njit(cache=True, nogil=True)
-def _hidden_logits(x, W1, b1, W2, h, y, small, par):
+def _hidden_logits(x, W1, b1, W2, h, y, small):
     # h = relu(x @ W1 + b1) and y = h @ W2 (b2 not added): the forward pass shared by the
     # training step's BLAS path and count_correct. `small` takes the zero-skipping loops
-    # for x @ W1, `par` the parallel bias + ReLU pass.
+    # for x @ W1.
     n, d = x.shape
     H = W1.shape[1]
     C = W2.shape[1]
@@ -273,10 +190,7 @@ def _hidden_logits(x, W1, b1, W2, h, y, small, par):
         _forward_small(x, W1, h)
     else:
         gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
-    if par:
-        _bias_relu_parallel(h, b1)
-    else:
-        _bias_relu_serial(h, b1)
+    bias_act_rows(h, b1, RELU)
     gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
 
 
@@ -313,7 +227,6 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     H = W1.shape[1]
     C = W2.shape[1]
     small = n <= SMALL_BATCH
-    par = n >= PARALLEL_MIN_ROWS
     lists, stride = _list_nonzeros(x, W1, h, dW1, small)
     if small:
         if stride == 0:
@@ -329,16 +242,10 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
         # Above SMALL_BATCH, the two small products (h @ W2, dy @ W2.T) go to BLAS too and
         # the per-row work shrinks to bias + ReLU, softmax-CE and the mask: at batch 100
         # 42 us per step for the fused row pass vs ~15 us for these passes + 2 small gemms.
-        _hidden_logits(x, W1, b1, W2, h, y, False, par)
-        if par:
-            _softmax_rows_parallel(y, b2, t, dy, row_loss)
-        else:
-            _softmax_rows_serial(y, b2, t, dy, row_loss)
+        _hidden_logits(x, W1, b1, W2, h, y, False)
+        softmax_rows(y, b2, t, dy, row_loss)
         gemm(NO_TRANS, TRANS, n, H, C, 1.0, dy, C, W2, C, 0.0, dh, H)
-        if par:
-            _mask_parallel(h, dh)
-        else:
-            _mask_serial(h, dh)
+        relu_mask_rows(h, dh)
     column_sum(dy, db2)
     column_sum(dh, db1)
     if lr > 0:
@@ -421,12 +328,8 @@ def count_correct(x, t, W1, b1, W2, b2, h, y, hit):
     """
     require_c_contiguous(x, t, W1, b1, W2, b2, h, y, hit)
     n = x.shape[0]
-    par = n >= PARALLEL_MIN_ROWS
-    _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH, par)
-    if par:
-        _correct_parallel(y, b2, t, hit)
-    else:
-        _correct_serial(y, b2, t, hit)
+    _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH)
+    correct_rows(y, b2, t, hit)
     total = 0
     for i in range(n):
         total += hit[i]
