@@ -4,7 +4,6 @@ Every kernel writes into a caller-given buffer of the input's shape and dtype an
 nothing. The public functions are ``@njit`` dispatchers: call them from Python or from your
 own ``@njit`` code; they pick the serial or parallel twin by element count.
 """
-import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins

@@ -27,8 +27,9 @@ from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import PARALLEL_MIN_ROWS, SMALL_BATCH, require_c_contiguous, twins
-from .affine import _dW_loops, column_sum
+from .affine import column_sum, fill_zero, matmul_loops, rank1_loops
 from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
+from .sgd import sgd_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 from .softmax import _row
 
@@ -88,37 +89,6 @@ _rows_serial, _rows_parallel = twins(_rows_body)
 
 
 @njit(cache=True, nogil=True)
-def _forward_small(x, W1, h):
-    # h = x @ W1 for a few rows, skipping zero inputs (a BLAS call costs ~4 us at batch 1).
-    n, d = x.shape
-    H = W1.shape[1]
-    for i in range(n):
-        for j in range(H):
-            h[i, j] = 0
-        for k in range(d):
-            xik = x[i, k]
-            if xik != 0:
-                for j in range(H):
-                    h[i, j] += xik * W1[k, j]
-
-
-@njit(cache=True, nogil=True)
-def _update_small(x, dh, W1, lr):
-    # W1 -= lr * x.T @ dh as rank-1 updates, row after row, skipping zero inputs: only the
-    # rows of W1 whose input is non-zero are touched.
-    n, d = x.shape
-    H = W1.shape[1]
-    step = W1.dtype.type(lr)
-    for i in range(n):
-        for k in range(d):
-            xik = x[i, k]
-            if xik != 0:
-                s = step * xik
-                for j in range(H):
-                    W1[k, j] -= s * dh[i, j]
-
-
-@njit(cache=True, nogil=True)
 def _list_nonzeros(x, W1, h, dW1, small):
     # For small batches, h = x @ W1 from lists of each row's non-zero inputs (see ._sparse),
     # kept in dW1's storage for W1's update: row i's list at lists[i * stride:], its length
@@ -161,21 +131,7 @@ def _update_W2_small(h, dy, W2, lr, lists, stride):
         for i in range(n):
             scatter_axpy(step, h, i, row, nonzero_columns(h, i, row), dy, W2)
     else:
-        for i in range(n):
-            for j in range(H):
-                if h[i, j] != 0:
-                    s = step * h[i, j]
-                    for c in range(W2.shape[1]):
-                        W2[j, c] += s * dy[i, c]
-
-
-@njit(cache=True, nogil=True)
-def _sgd(p, g, lr):
-    step = p.dtype.type(lr)
-    pf = p.reshape(p.size)
-    gf = g.reshape(g.size)
-    for i in range(pf.size):
-        pf[i] -= step * gf[i]
+        rank1_loops(-lr, h, dy, W2)
 
 
 @njit(cache=True, nogil=True)
@@ -187,7 +143,7 @@ def _hidden_logits(x, W1, b1, W2, h, y, small):
     H = W1.shape[1]
     C = W2.shape[1]
     if small:
-        _forward_small(x, W1, h)
+        matmul_loops(x, W1, h, False)
     else:
         gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
     bias_act_rows(h, b1, RELU)
@@ -230,7 +186,7 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     lists, stride = _list_nonzeros(x, W1, h, dW1, small)
     if small:
         if stride == 0:
-            _forward_small(x, W1, h)
+            matmul_loops(x, W1, h, False)
         # W2 transposed into dW2's storage, viewed as (C, H) (with lr == 0, dW2 is written
         # after the row pass has used it).
         W2T = dW2.reshape(C, H)
@@ -252,7 +208,7 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
         if stride > 0:
             _update_listed(x, dh, W1, lr, lists, stride)
         elif small:
-            _update_small(x, dh, W1, lr)
+            rank1_loops(-lr, x, dh, W1)
         else:
             gemm(TRANS, NO_TRANS, d, H, n, -lr, x, d, dh, H, 1.0, W1, H)
         if small:
@@ -261,11 +217,12 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
             # W2 -= lr * h.T @ dy in one gemm: 2.6 us at batch 100, vs 17 us for the
             # hand-written h.T @ dy (its 10-wide inner loop does not vectorize) + the update.
             gemm(TRANS, NO_TRANS, H, C, n, -lr, h, H, dy, C, 1.0, W2, C)
-        _sgd(b1, db1, lr)
-        _sgd(b2, db2, lr)
+        sgd_update(b1, db1, lr)
+        sgd_update(b2, db2, lr)
     else:
         if small:
-            _dW_loops(x, dh, dW1)  # dW1 = x.T @ dh, rows in order
+            fill_zero(dW1)
+            rank1_loops(1.0, x, dh, dW1)  # dW1 = x.T @ dh, rows in order
         else:
             gemm(TRANS, NO_TRANS, d, H, n, 1.0, x, d, dh, H, 0.0, dW1, H)
         if n >= PARALLEL_MIN_ROWS:
