@@ -4,17 +4,25 @@
   from your own Numba code.
 * :mod:`fastbp.ops` - validated wrappers for arbitrary arrays.
 * :mod:`fastbp.layers` - ``MulLayer``, ``AddLayer``, ``Relu``, ``Sigmoid``, ``Affine``,
-  ``SoftmaxWithLoss`` with the API of *Deep Learning from Scratch*, chapter 5.
-* :class:`TwoLayerNet`, :func:`gradient_check`, :func:`set_num_threads`.
+  ``SoftmaxWithLoss``, ``Dropout``, ``BatchNormalization`` with the API of *Deep Learning
+  from Scratch*, chapters 5 and 6.
+* :mod:`fastbp.optimizers` - ``SGD``, ``Momentum``, ``Nesterov``, ``AdaGrad``, ``RMSprop``,
+  ``Adam`` (chapter 6).
+* :class:`TwoLayerNet`, :class:`MultiLayerNet`, :class:`MultiLayerNetExtend` (each with a
+  fused ``train_step``), :class:`Trainer`, :func:`gradient_check`, :func:`set_num_threads`.
 """
 from . import threads  # noqa: F401  (first: picks Numba's threading layer before any kernel runs)
-from .layers import Affine, AddLayer, MulLayer, Relu, Sigmoid, SoftmaxWithLoss
+from . import optimizers
+from .layers import (Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid,
+                     SoftmaxWithLoss)
+from .multilayer import MultiLayerNet, MultiLayerNetExtend
 from .network import TwoLayerNet, gradient_check
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss",
-    "TwoLayerNet", "gradient_check", "set_num_threads", "get_num_threads",
+    "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout",
+    "BatchNormalization", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "optimizers",
+    "gradient_check", "set_num_threads", "get_num_threads",
 ]

@@ -182,3 +182,102 @@ class SoftmaxWithLoss:
             raise ValueError(f"dout must be a scalar or have the shape of x, {self.dx.shape}, "
                              f"got {d.shape}")
         return self.dx * dout
+
+
+class Dropout:
+    """Dropout (the book's chapter 6): in training, each element is kept where
+    ``np.random.rand(*x.shape) > dropout_ratio``, drawn exactly as the book draws it (so
+    ``np.random.seed(s)`` reproduces the book's masks), and zeroed elsewhere; in evaluation
+    the output is ``x * (1 - dropout_ratio)``.
+
+    ``mask`` (bool, the input's shape) is the last training mask; ``backward`` multiplies
+    by it. For masks independent of NumPy's global generator and of the thread count, see
+    :func:`fastbp.ops.dropout_forward`.
+    """
+
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio = dropout_ratio
+        self.mask = None
+
+    def forward(self, x, train_flg=True):
+        ratio = ops._ratio(self.dropout_ratio, "dropout_ratio")
+        x = _floats("x", x)
+        if not train_flg:
+            return x * x.dtype.type(1.0 - ratio)
+        mask = np.asarray(np.random.rand(*x.shape) > ratio)
+        out = ops._apply_mask("x", x, mask, None)
+        self.mask = mask
+        return out
+
+    def backward(self, dout):
+        _forward_first(self, "mask")
+        return ops.dropout_backward(_floats("dout", dout), self.mask)
+
+
+class BatchNormalization:
+    """Batch normalization (the book's chapter 6) per feature of a batch of rows.
+
+    2-D input ``(N, D)`` is normalized per column; any other input ``(N, ...)`` (e.g. 4-D
+    ``(N, C, H, W)``) per feature of ``x.reshape(N, -1)``, as the book does, and the output
+    has the input's shape. `gamma` and `beta` are ``(D,)`` arrays held by reference (never
+    copied), so an optimizer updating them in place is seen by the layer.
+
+    The running statistics are created as zeros of gamma's dtype by the first ``forward``
+    if None. Training updates them **in place**, ``r = momentum * r + (1 - momentum) *
+    batch_statistic`` (the book rebinds new arrays with the same values): an array passed in
+    or read from ``running_mean`` / ``running_var`` keeps following the training.
+
+    ``forward`` with ``train_flg=True`` stores ``batch_size``, ``xc``, ``xn`` and ``std``
+    for ``backward``, which sets ``dgamma`` and ``dbeta`` and returns ``dx``.
+    """
+
+    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size = None
+        self.xc = None
+        self.xn = None
+        self.std = None
+        self.dgamma = None
+        self.dbeta = None
+
+    def forward(self, x, train_flg=True):
+        gamma = self.gamma
+        if not isinstance(gamma, np.ndarray) or gamma.dtype not in ops._FLOATS:
+            raise TypeError(f"BatchNormalization.gamma must be a float32 or float64 "
+                            f"numpy.ndarray, got {getattr(gamma, 'dtype', type(gamma).__name__)}")
+        x = _floats("x", x, gamma.dtype)
+        if x.ndim < 2:
+            raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
+                             "pass one sample as x.reshape(1, -1)")
+        x2 = x.reshape(x.shape[0], -1)
+        D = x2.shape[1]
+        rm, rv = self.running_mean, self.running_var
+        if rm is None:
+            rm = np.zeros(D, gamma.dtype)
+        if rv is None:
+            rv = np.zeros(D, gamma.dtype)
+        res = ops.batchnorm_forward(x2, gamma, self.beta, rm, rv, self.momentum, train_flg)
+        # Only now: a forward that raised leaves the layer as it was.
+        self.running_mean, self.running_var = rm, rv
+        self.input_shape = x.shape
+        if not train_flg:
+            return res.reshape(x.shape)
+        self.batch_size = x2.shape[0]
+        self.xc, self.xn, self.std = res.xc, res.xn, res.std
+        return res.out.reshape(x.shape)
+
+    def backward(self, dout):
+        _forward_first(self, "xc")
+        d = _floats("dout", dout, self.xc.dtype)
+        if d.ndim < 2 or d.shape[0] != self.xc.shape[0] or d.size != self.xc.size:
+            raise ValueError(f"dout must have the shape of the last training forward's input "
+                             f"({self.xc.shape[0]} rows, {self.xc.size} elements), got shape "
+                             f"{d.shape}")
+        dx, self.dgamma, self.dbeta = ops.batchnorm_backward(
+            d.reshape(self.xc.shape), self.xc, self.xn, self.std, self.gamma)
+        return dx.reshape(d.shape)

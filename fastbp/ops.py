@@ -5,6 +5,8 @@ Each function checks dtypes (``TypeError``) and shapes, label ranges and empty b
 C-contiguous (a copy only when needed), and allocates the output unless ``out=`` is given.
 No kernel is ever called with a shape it would read or write out of bounds with.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import kernels as K
@@ -268,3 +270,480 @@ def sgd_update(param, grad, lr):
     if param.size:
         K.sgd_update(param, grad, lr)
     return param
+
+
+# -- the book's chapter-6 optimizers (fastbp.kernels.optimizers) --------------------------
+
+def _finite(name, v, low=None):
+    v = _real(name, v)
+    if not np.isfinite(v) or (low is not None and v < low):
+        raise ValueError(f"{name} must be finite{'' if low is None else f' and >= {low}'}, "
+                         f"got {v}")
+    return v
+
+
+def _unit(name, v):
+    v = _real(name, v)
+    if not 0 <= v < 1:  # NaN fails too
+        raise ValueError(f"{name} must be in [0, 1), got {v}")
+    return v
+
+
+def _state(name, s, param, others):
+    """Check an optimizer state array: written in place, so it must be exactly right."""
+    fix = "create it once with np.zeros_like(param) and pass it to every update"
+    if not isinstance(s, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (optimizer state, updated in place), "
+                        f"got {type(s).__name__}; {fix}")
+    if s.dtype != param.dtype:
+        raise TypeError(f"{name} must be {param.dtype} like param, got {s.dtype}; {fix}")
+    _same_shape(name, s, param.shape, "param")
+    if not (s.flags.c_contiguous and s.flags.writeable):
+        raise ValueError(f"{name} must be a writeable C-contiguous array; {fix}")
+    for other_name, other in others:
+        if np.may_share_memory(s, other):
+            raise ValueError(f"{name} must not share memory with {other_name}; {fix}")
+
+
+def _update_arrays(param, grad, **states):
+    """``[param, grad, *states]`` as 1-D views for the kernel (one compiled signature per
+    dtype, whatever the shape), after checking all of them: nothing is written before."""
+    if not isinstance(param, np.ndarray):
+        raise TypeError(f"param must be a numpy.ndarray (updated in place), got "
+                        f"{type(param).__name__}")
+    if param.dtype not in _FLOATS:
+        raise TypeError(f"param must be float32 or float64, got {param.dtype}; keep parameters "
+                        "as float arrays")
+    _out("param", param, param.shape, param.dtype)
+    grad = _float("grad", grad, dtype=param.dtype)
+    _same_shape("grad", grad, param.shape, "param")
+    if np.may_share_memory(grad, param):
+        raise ValueError("grad must not share memory with param; pass a separate array")
+    seen = [("param", param), ("grad", grad)]
+    for name, s in states.items():
+        _state(name, s, param, seen)
+        seen.append((name, s))
+    return [a.reshape(-1) for a in (param, grad, *states.values())]
+
+
+def sgd_decay_update(param, grad, lr, decay=0.0):
+    """SGD with L2 weight decay, in place: ``param -= lr * (grad + decay * param)``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, writeable, C-contiguous
+        Updated in place.
+    grad : array_like, shape and dtype of `param`
+    lr : float
+        Learning rate, finite.
+    decay : float
+        Weight-decay coefficient, finite, >= 0 (0: plain SGD, as :func:`sgd_update`).
+
+    Returns
+    -------
+    ndarray
+        `param`.
+    """
+    flat = _update_arrays(param, grad)
+    lr, decay = _finite("lr", lr), _finite("decay", decay, 0)
+    if param.size:
+        K.sgd_decay_update(*flat, lr, decay)
+    return param
+
+
+def momentum_update(param, grad, v, lr, momentum=0.9, decay=0.0):
+    """The book's Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, writeable, C-contiguous
+        Updated in place.
+    grad : array_like, shape and dtype of `param`
+        ``g = grad + decay * param``.
+    v : ndarray, shape and dtype of `param`, writeable, C-contiguous
+        Velocity, zeros before the first update; updated in place.
+    lr : float
+        Learning rate, finite.
+    momentum : float
+        In [0, 1).
+    decay : float
+        Weight-decay coefficient, finite, >= 0.
+
+    Returns
+    -------
+    ndarray
+        `param`.
+    """
+    flat = _update_arrays(param, grad, v=v)
+    lr, momentum = _finite("lr", lr), _unit("momentum", momentum)
+    decay = _finite("decay", decay, 0)
+    if param.size:
+        K.momentum_update(*flat, lr, momentum, decay)
+    return param
+
+
+def nesterov_update(param, grad, v, lr, momentum=0.9, decay=0.0):
+    """The book's Nesterov update, in place.
+
+    ``param += momentum**2 * v; param -= (1+momentum)*lr*g; v = momentum*v - lr*g`` with
+    ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, writeable, C-contiguous
+        Updated in place.
+    grad : array_like, shape and dtype of `param`
+    v : ndarray, shape and dtype of `param`, writeable, C-contiguous
+        Velocity, zeros before the first update; updated in place.
+    lr : float
+        Learning rate, finite.
+    momentum : float
+        In [0, 1).
+    decay : float
+        Weight-decay coefficient, finite, >= 0.
+
+    Returns
+    -------
+    ndarray
+        `param`.
+    """
+    flat = _update_arrays(param, grad, v=v)
+    lr, momentum = _finite("lr", lr), _unit("momentum", momentum)
+    decay = _finite("decay", decay, 0)
+    if param.size:
+        K.nesterov_update(*flat, lr, momentum, decay)
+    return param
+
+
+def adagrad_update(param, grad, h, lr, decay=0.0):
+    """The book's AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + 1e-7)``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, writeable, C-contiguous
+        Updated in place.
+    grad : array_like, shape and dtype of `param`
+        ``g = grad + decay * param``.
+    h : ndarray, shape and dtype of `param`, writeable, C-contiguous
+        Sum of squared gradients, zeros before the first update; updated in place.
+    lr : float
+        Learning rate, finite.
+    decay : float
+        Weight-decay coefficient, finite, >= 0.
+
+    Returns
+    -------
+    ndarray
+        `param`.
+    """
+    flat = _update_arrays(param, grad, h=h)
+    lr, decay = _finite("lr", lr), _finite("decay", decay, 0)
+    if param.size:
+        K.adagrad_update(*flat, lr, decay)
+    return param
+
+
+def rmsprop_update(param, grad, h, lr, decay_rate=0.99, decay=0.0):
+    """The book's RMSprop, in place.
+
+    ``h = decay_rate*h + (1-decay_rate)*g*g; param -= lr*g / (sqrt(h) + 1e-7)`` with
+    ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, writeable, C-contiguous
+        Updated in place.
+    grad : array_like, shape and dtype of `param`
+    h : ndarray, shape and dtype of `param`, writeable, C-contiguous
+        Running mean of squared gradients, zeros before the first update; updated in place.
+    lr : float
+        Learning rate, finite.
+    decay_rate : float
+        In [0, 1).
+    decay : float
+        Weight-decay coefficient, finite, >= 0.
+
+    Returns
+    -------
+    ndarray
+        `param`.
+    """
+    flat = _update_arrays(param, grad, h=h)
+    lr, decay_rate = _finite("lr", lr), _unit("decay_rate", decay_rate)
+    decay = _finite("decay", decay, 0)
+    if param.size:
+        K.rmsprop_update(*flat, lr, decay_rate, decay)
+    return param
+
+
+def adam_update(param, grad, m, v, lr_t, beta1=0.9, beta2=0.999, decay=0.0):
+    """The book's Adam, in place.
+
+    ``m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); param -= lr_t*m / (sqrt(v) + 1e-7)``
+    with ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, writeable, C-contiguous
+        Updated in place.
+    grad : array_like, shape and dtype of `param`
+    m, v : ndarray, shape and dtype of `param`, writeable, C-contiguous, separate
+        Moment estimates, zeros before the first update; updated in place.
+    lr_t : float
+        Bias-corrected step, ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)`` at step ``t``
+        (1, 2, ...), finite; :meth:`fastbp.optimizers.Adam.next_hyper` computes it.
+    beta1, beta2 : float
+        In [0, 1).
+    decay : float
+        Weight-decay coefficient, finite, >= 0.
+
+    Returns
+    -------
+    ndarray
+        `param`.
+    """
+    flat = _update_arrays(param, grad, m=m, v=v)
+    lr_t = _finite("lr_t", lr_t)
+    beta1, beta2 = _unit("beta1", beta1), _unit("beta2", beta2)
+    decay = _finite("decay", decay, 0)
+    if param.size:
+        K.adam_update(*flat, lr_t, beta1, beta2, decay)
+    return param
+
+
+# -- batch normalization and dropout (fastbp.kernels.batchnorm, fastbp.kernels.dropout) ---
+
+class BatchNormForward(NamedTuple):
+    """Training-mode :func:`batchnorm_forward`: the output and what the backward needs."""
+
+    out: np.ndarray
+    xc: np.ndarray
+    xn: np.ndarray
+    std: np.ndarray
+
+
+class BatchNormGrads(NamedTuple):
+    """:func:`batchnorm_backward`'s gradients."""
+
+    dx: np.ndarray
+    dgamma: np.ndarray
+    dbeta: np.ndarray
+
+
+def _features(name, a, D, dtype):
+    """A (D,) per-feature array (gamma, beta, std, ...) of `dtype`, checked."""
+    a = _float(name, a, 1, dtype)
+    if a.shape[0] != D:
+        raise ValueError(f"{name} must have {D} elements (one per feature of x), got shape "
+                         f"{a.shape}")
+    return a
+
+
+def _running(name, a, D, dtype, inputs):
+    """A running statistic updated in place: the caller's own array, exactly right."""
+    fix = f"create it once with np.zeros({D}, np.{np.dtype(dtype).name})"
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (updated in place), got "
+                        f"{type(a).__name__}; {fix}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name} must be {np.dtype(dtype).name} like x, got {a.dtype}; convert "
+                        f"it once with {name} = {name}.astype(np.{np.dtype(dtype).name})")
+    if a.shape != (D,):
+        raise ValueError(f"{name} must have shape ({D},) (one value per feature of x), got "
+                         f"{a.shape}")
+    if not (a.flags.c_contiguous and a.flags.aligned and a.flags.writeable):
+        raise ValueError(f"{name} must be a writeable C-contiguous array (updated in place); "
+                         f"{fix}")
+    for other_name, other in inputs:
+        if np.may_share_memory(a, other):
+            raise ValueError(f"{name} must not share memory with {other_name}; {fix}")
+    return a
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9,
+                      train_flg=True):
+    """Batch normalization of the rows of `x`, the book's ``BatchNormalization`` forward.
+
+    Parameters
+    ----------
+    x : array_like, (n, D), float32 or float64, n >= 1
+        For a 4-D batch pass ``x.reshape(n, -1)`` (per-feature statistics, as the book's
+        layer and :class:`fastbp.layers.BatchNormalization` do).
+    gamma, beta : array_like, (D,), dtype of `x`
+        Scale and shift.
+    running_mean, running_var : ndarray, (D,), dtype of `x`
+        With ``train_flg``: updated in place, ``r = momentum * r + (1 - momentum) *
+        batch_statistic``, so they must be writeable C-contiguous arrays. Otherwise: the
+        statistics the batch is normalized with.
+    momentum : float
+        In [0, 1].
+    train_flg : bool
+        True: normalize with the batch's own mean and variance. False: with the running
+        statistics.
+
+    Returns
+    -------
+    BatchNormForward or ndarray
+        With ``train_flg``, ``(out, xc, xn, std)``: the output, ``x - mean``, the
+        normalized batch and ``sqrt(var + EPS_BN)`` (the last three are what
+        :func:`batchnorm_backward` needs). Otherwise the output alone. Arrays of `x`'s dtype.
+    """
+    x = _batch("x", x)
+    n, D = x.shape
+    gamma = _features("gamma", gamma, D, x.dtype)
+    beta = _features("beta", beta, D, x.dtype)
+    momentum = _real("momentum", momentum)
+    if not 0 <= momentum <= 1:  # NaN fails too
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    if train_flg:
+        ins = [("x", x), ("gamma", gamma), ("beta", beta)]
+        running_mean = _running("running_mean", running_mean, D, x.dtype, ins)
+        running_var = _running("running_var", running_var, D, x.dtype,
+                               ins + [("running_mean", running_mean)])
+    else:
+        for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+            if a is None:
+                raise TypeError(f"{name} is required to normalize with running statistics "
+                                f"(train_flg=False), got None; pass the arrays training "
+                                f"updated, or np.zeros({D}) before any training")
+        running_mean = _features("running_mean", running_mean, D, x.dtype)
+        running_var = _features("running_var", running_var, D, x.dtype)
+    if not (running_var >= 0).all():
+        raise ValueError("running_var must hold variances (>= 0, not NaN), got minimum "
+                         f"{running_var.min()}; start it with np.zeros({D})")
+    out = np.empty_like(x)
+    if not train_flg:
+        K.batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out)
+        return out
+    xc, xn, std = np.empty_like(x), np.empty_like(x), np.empty(D, x.dtype)
+    K.batchnorm_forward_train(x, gamma, beta, momentum, running_mean, running_var, xc, xn,
+                              std, out)
+    return BatchNormForward(out, xc, xn, std)
+
+
+def batchnorm_backward(dout, xc, xn, std, gamma):
+    """Gradients of training-mode batch normalization, the book's backward pass.
+
+    Parameters
+    ----------
+    dout : array_like, (n, D), float32 or float64
+        Upstream gradient.
+    xc, xn, std : array_like
+        From :func:`batchnorm_forward` with ``train_flg=True``: (n, D), (n, D), (D,).
+    gamma : array_like, (D,)
+        The scale used in that forward pass.
+
+    Returns
+    -------
+    BatchNormGrads
+        ``(dx, dgamma, dbeta)``, of shapes (n, D), (D,), (D,) and `dout`'s dtype.
+    """
+    dout = _batch("dout", dout)
+    n, D = dout.shape
+    xc = _float("xc", xc, 2, dout.dtype)
+    _same_shape("xc", xc, dout.shape, "dout")
+    xn = _float("xn", xn, 2, dout.dtype)
+    _same_shape("xn", xn, dout.shape, "dout")
+    std = _features("std", std, D, dout.dtype)
+    gamma = _features("gamma", gamma, D, dout.dtype)
+    if not (std > 0).all():
+        raise ValueError("std must be positive, the forward pass's sqrt(var + eps), got "
+                         f"minimum {std.min()}")
+    dx = np.empty_like(dout)
+    dgamma, dbeta = np.empty(D, dout.dtype), np.empty(D, dout.dtype)
+    K.batchnorm_backward(dout, xc, xn, std, gamma, dgamma, dbeta, dx)
+    return BatchNormGrads(dx, dgamma, dbeta)
+
+
+def _ratio(v, name="ratio"):
+    v = _real(name, v)
+    if not 0 <= v <= 1:  # NaN fails too
+        raise ValueError(f"{name} (the probability of dropping an element) must be in [0, 1], "
+                         f"got {v}")
+    return v
+
+
+def _uint64(name, v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if not 0 <= int(v) < 1 << 64:
+        raise ValueError(f"{name} must be in [0, 2**64), got {v}")
+    return np.uint64(v)
+
+
+def _mask(mask, shape, ref):
+    """A dropout mask for an array `ref` of `shape`, as C-contiguous uint8 0/1 (a bool mask
+    is viewed, not copied)."""
+    m = _asarray("mask", mask)
+    if m.dtype == np.bool_:
+        m = m.view(np.uint8)
+    elif m.dtype != np.uint8:
+        raise TypeError(f"mask must be bool or uint8 (0 or 1), got {m.dtype}; pass the mask "
+                        "dropout_forward returned, or mask.astype(np.uint8)")
+    elif m.size and m.max() > 1:
+        raise ValueError(f"mask must hold only 0 and 1, got the value {m.max()}")
+    _same_shape("mask", m, shape, ref)
+    return m if m.flags.c_contiguous else m.copy(order="C")
+
+
+def dropout_forward(x, ratio, seed, stream=0):
+    """Dropout with fastbp's counter-based generator: ``x * mask``.
+
+    The mask is a pure function of ``(seed, stream)`` and the element's index (Philox4x32-10,
+    see :mod:`fastbp.kernels.dropout`): the same for any number of threads. (The
+    :class:`~fastbp.layers.Dropout` layer instead draws from ``np.random``, as the book.)
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64, any shape
+    ratio : float
+        Probability of dropping each element, in [0, 1].
+    seed, stream : int
+        In ``[0, 2**64)``. One stream per layer and step gives independent masks.
+
+    Returns
+    -------
+    out : ndarray, shape and dtype of `x`
+    mask : ndarray, uint8 (0 or 1), shape of `x`
+    """
+    x = _float("x", x)
+    ratio = _ratio(ratio)
+    seed = _uint64("seed", seed)
+    stream = _uint64("stream", stream)
+    mask = np.empty(x.shape, np.uint8)
+    out = np.empty_like(x)
+    if x.size:
+        K.dropout_mask(ratio, seed, stream, mask)
+        K.dropout_forward(x, mask, out)
+    return out, mask
+
+
+def _apply_mask(name, a, mask, out):
+    """``a * mask`` into `out` (allocated if None; may be `a` itself)."""
+    a = _float(name, a)
+    mask = _mask(mask, a.shape, name)
+    out = _out("out", out, a.shape, a.dtype, [("mask", mask)])
+    if np.may_share_memory(out, a) and not _exact_alias(out, a):
+        raise ValueError(f"out overlaps {name} without being the same array; pass out={name} "
+                         "itself (in place) or a separate buffer")
+    if a.size:
+        K.dropout_backward(a, mask, out)
+    return out
+
+
+def dropout_backward(dout, mask, out=None):
+    """``dout * mask``, the gradient of dropout.
+
+    Parameters
+    ----------
+    dout : array_like, float32 or float64, any shape
+    mask : array_like, bool or uint8 (0 or 1), shape of `dout`
+        The forward pass's mask.
+    out : ndarray, optional
+        Written in place if given (may be `dout` itself).
+
+    Returns
+    -------
+    ndarray, shape and dtype of `dout`
+    """
+    return _apply_mask("dout", dout, mask, out)

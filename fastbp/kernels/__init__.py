@@ -14,7 +14,12 @@ here can be called from your own ``@njit`` code::
 """
 from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import affine_backward, affine_forward, column_sum
+from .batchnorm import (EPS_BN, batchnorm_backward, batchnorm_work_rows,
+                        batchnorm_forward_eval, batchnorm_forward_train)
+from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .sgd import sgd_update
+from .optimizers import (adagrad_update, adam_update, momentum_update, nesterov_update,
+                         optimizer_update, rmsprop_update, sgd_decay_update)
 from .network import train_step_labels, two_layer_step
 from .softmax import softmax_cross_entropy, softmax_cross_entropy_rows
 
@@ -23,4 +28,8 @@ __all__ = [
     "affine_forward", "affine_backward", "column_sum",
     "softmax_cross_entropy", "softmax_cross_entropy_rows", "sgd_update", "two_layer_step",
     "train_step_labels",
+    "batchnorm_forward_train", "batchnorm_forward_eval", "batchnorm_backward",
+    "batchnorm_work_rows", "EPS_BN", "dropout_mask", "dropout_forward", "dropout_backward",
+    "sgd_decay_update", "momentum_update", "nesterov_update", "adagrad_update",
+    "rmsprop_update", "adam_update", "optimizer_update",
 ]

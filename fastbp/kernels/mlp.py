@@ -1,0 +1,403 @@
+"""The training step of a fully connected network of any depth, as one compiled call.
+
+Per hidden layer ``l``: ``z = a @ W + b``, optional BatchNorm (train mode), ReLU or
+sigmoid, optional Dropout; then a last affine layer and softmax-cross-entropy. Backward
+through all of it, the L2 weight decay folded into the gradient, and the optimizer's
+update (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam; :mod:`.optimizers`), one call.
+
+How a variable number of layers reaches compiled code (one compiled function for every
+depth; see docs/decisions): every parameter lives in one flat buffer ``flat`` and a small
+int64 table ``layout`` (one row per affine layer, columns :data:`W_OFF` ... :data:`RV_OFF`)
+says where each layer's ``W``, ``b``, ``gamma``, ``beta`` and running statistics start.
+The network's ``params["W1"]`` etc. are reshaped views into ``flat``, so the book's in-place
+idioms keep working; the gradients ``grads`` and the optimizer's state use the same
+layout, so an update is one pass per parameter array over contiguous memory.
+
+Work space for a batch size lives in one float ``arena`` (plus ``masks`` for Dropout and
+``lists`` for the zero-skipping first layer), carved by :func:`arena_layout`, which the
+Python side calls once per batch size: after warm-up a step allocates nothing.
+
+The products go to BLAS above :data:`._compile.AFFINE_BLAS_MIN_FLOPS` multiply-adds and
+are hand-written loops below; batches up to :data:`._compile.SMALL_BATCH` list each row's
+non-zero inputs once (:mod:`._sparse`) and use the list for ``x @ W1`` and for ``dW1``.
+BLAS is never called inside a parallel region; every row pass has a serial and a parallel
+twin and sums in a fixed order, so 1 and N Numba threads give the same bits.
+"""
+from numba import njit
+
+from ._blas import NO_TRANS, TRANS, gemm
+from ._compile import AFFINE_BLAS_MIN_FLOPS, SMALL_BATCH, require_c_contiguous
+from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
+from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from .affine import column_sum, fill_zero, matmul_loops, matmul_t_loops, rank1_loops
+from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
+                        batchnorm_work_rows)
+from .dropout import dropout_backward, dropout_forward, dropout_mask
+from .optimizers import optimizer_update
+from .rows import IDENTITY, RELU, bias_act_rows, correct_rows, softmax_rows
+
+#: Columns of the ``layout`` table: offsets into ``flat`` (W, b, gamma, beta) and into the
+#: running-statistics buffer ``stats`` (running mean, running variance), and the layer's
+#: input and output widths. An absent part (no BatchNorm, the last layer) has offset -1.
+W_OFF, B_OFF, GAMMA_OFF, BETA_OFF, RM_OFF, RV_OFF, D_IN, D_OUT = range(8)
+#: Columns of the arena table (one row per hidden layer): offsets into ``arena`` of the
+#: layer's output ``h`` (after the activation), its Dropout output, BatchNorm's ``xc``,
+#: ``xn`` and ``std`` (followed by the work space of its backward), and into
+#: ``masks`` of its Dropout mask (-1 when absent).
+H_OFF, A_OFF, XC_OFF, XN_OFF, STD_OFF, MASK_OFF = range(6)
+#: Rows of a batch's arena table after the hidden layers: [Y_ROW, 0] logits, [Y_ROW, 1]
+#: their gradient, [Y_ROW, 2] and [Y_ROW, 3] the two backward buffers, [Y_ROW, 4] the
+#: float size of the arena, [Y_ROW, 5] the size of ``masks``; [LIST_ROW, 0] the size of
+#: ``lists`` (0 above SMALL_BATCH), [LIST_ROW, 1] a list's stride.
+Y_ROW_FROM_END, LIST_ROW_FROM_END = 2, 1
+
+
+@njit(cache=True, nogil=True)
+def arena_layout(n, layout, use_dropout, table):
+    """Carve the work space of a batch of `n` rows; fill `table` and return the arena size.
+
+    Parameters
+    ----------
+    n : int
+        Batch rows.
+    layout : ndarray, (L + 1, 8), int64
+        The network's parameter table (see the module docstring).
+    use_dropout : bool
+    table : ndarray, (L + 2, 6), int64
+        Written: one row per hidden layer (columns :data:`H_OFF` ... :data:`MASK_OFF`),
+        then the rows described at :data:`Y_ROW_FROM_END`.
+
+    Returns
+    -------
+    int
+        Elements of the float arena.
+    """
+    L = layout.shape[0] - 1
+    off = 0
+    moff = 0
+    widest = layout[0, D_IN]
+    for l in range(L):
+        d = layout[l, D_OUT]
+        widest = max(widest, d)
+        table[l, H_OFF] = off
+        off += n * d
+        table[l, A_OFF] = -1
+        table[l, XC_OFF] = -1
+        table[l, XN_OFF] = -1
+        table[l, STD_OFF] = -1
+        table[l, MASK_OFF] = -1
+        if use_dropout:
+            table[l, A_OFF] = off
+            off += n * d
+            table[l, MASK_OFF] = moff
+            moff += n * d
+        if layout[l, GAMMA_OFF] >= 0:
+            table[l, XC_OFF] = off
+            off += n * d
+            table[l, XN_OFF] = off
+            off += n * d
+            table[l, STD_OFF] = off  # std (d), then the backward's work space
+            off += d + batchnorm_work_rows(n) * d
+    C = layout[L, D_OUT]
+    y = table.shape[0] - Y_ROW_FROM_END
+    table[y, 0] = off
+    off += n * C
+    table[y, 1] = off
+    off += n * C
+    table[y, 2] = off
+    off += n * widest
+    table[y, 3] = off
+    off += n * widest
+    table[y, 4] = off
+    table[y, 5] = moff
+    lr = table.shape[0] - LIST_ROW_FROM_END
+    stride = layout[0, D_IN] + LANES + 1
+    table[lr, 0] = n * stride if n <= SMALL_BATCH else 0
+    table[lr, 1] = stride
+    for c in range(2, 6):
+        table[lr, c] = 0
+    return off
+
+
+@njit(cache=True, nogil=True)
+def _matrix(buf, off, rows, cols):
+    return buf[off:off + rows * cols].reshape(rows, cols)
+
+
+@njit(cache=True, nogil=True)
+def _product(a, W, out):
+    # out = a @ W: BLAS above AFFINE_BLAS_MIN_FLOPS, else the zero-skipping loops.
+    n, d = a.shape
+    m = W.shape[1]
+    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
+        gemm(NO_TRANS, NO_TRANS, n, m, d, 1.0, a, d, W, m, 0.0, out, m)
+    else:
+        matmul_loops(a, W, out, False)
+
+
+@njit(cache=True, nogil=True)
+def _weight_grad(a, dz, dW):
+    # dW = a.T @ dz: BLAS, or rank-1 updates row after row skipping zero inputs.
+    n, d = a.shape
+    m = dz.shape[1]
+    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
+        gemm(TRANS, NO_TRANS, d, m, n, 1.0, a, d, dz, m, 0.0, dW, m)
+    else:
+        fill_zero(dW)
+        rank1_loops(1.0, a, dz, dW)
+
+
+@njit(cache=True, nogil=True)
+def _input_grad(dz, W, da):
+    # da = dz @ W.T: BLAS, or one dot product of two contiguous rows per element.
+    n, m = dz.shape
+    d = W.shape[0]
+    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
+        gemm(NO_TRANS, TRANS, n, d, m, 1.0, dz, m, W, m, 0.0, da, d)
+    else:
+        matmul_t_loops(dz, W, da)
+
+
+@njit(cache=True, nogil=True)
+def _activate(h, act):
+    if act == RELU:
+        relu_forward(h, h)
+    elif act != IDENTITY:
+        sigmoid_forward(h, h)
+
+
+@njit(cache=True, nogil=True)
+def _forward(x, flat, layout, stats, arena, masks, lists, table, act, train, bn_momentum,
+             drop_ratio, seed, stream):
+    # The forward pass up to the logits (without the last bias, which the softmax or the
+    # argmax pass adds). Returns the logits' view of the arena.
+    n, d0 = x.shape
+    L = layout.shape[0] - 1
+    a = x
+    for l in range(L):
+        d_in = layout[l, D_IN]
+        d = layout[l, D_OUT]
+        W = _matrix(flat, layout[l, W_OFF], d_in, d)
+        b = flat[layout[l, B_OFF]:layout[l, B_OFF] + d]
+        h = _matrix(arena, table[l, H_OFF], n, d)
+        bn = layout[l, GAMMA_OFF] >= 0
+        z = _matrix(arena, table[l, XC_OFF], n, d) if bn and train else h
+        if l == 0 and lists.size > 0:
+            # Zero-skipping first layer: each row's non-zero inputs listed once, reused
+            # by the backward pass for dW1.
+            stride = table[table.shape[0] - LIST_ROW_FROM_END, 1]
+            for i in range(n):
+                row = lists[i * stride:(i + 1) * stride]
+                count = nonzero_columns(x, i, row)
+                row[stride - 1] = count
+                gather_dot(x, i, row, count, W, z)
+        else:
+            _product(a, W, z)
+        if bn:
+            bias_act_rows(z, b, IDENTITY)
+            g0 = layout[l, GAMMA_OFF]
+            b0 = layout[l, BETA_OFF]
+            gamma = flat[g0:g0 + d]
+            beta = flat[b0:b0 + d]
+            rm = stats[layout[l, RM_OFF]:layout[l, RM_OFF] + d]
+            rv = stats[layout[l, RV_OFF]:layout[l, RV_OFF] + d]
+            if train:
+                xn = _matrix(arena, table[l, XN_OFF], n, d)
+                std = arena[table[l, STD_OFF]:table[l, STD_OFF] + d]
+                batchnorm_forward_train(z, gamma, beta, bn_momentum, rm, rv, z, xn, std, h)
+            else:
+                batchnorm_forward_eval(z, gamma, beta, rm, rv, h)
+            _activate(h, act)
+        else:
+            bias_act_rows(h, b, act)
+        a = h
+        if table[l, A_OFF] >= 0:
+            out = _matrix(arena, table[l, A_OFF], n, d)
+            if train:
+                mask = _matrix(masks, table[l, MASK_OFF], n, d)
+                dropout_mask(drop_ratio, seed, stream * (L + 1) + l, mask)
+                dropout_forward(h, mask, out)
+            else:
+                keep = h.dtype.type(1.0 - drop_ratio)
+                hf = h.reshape(h.size)
+                of = out.reshape(out.size)
+                for p in range(hf.size):
+                    of[p] = hf[p] * keep
+            a = out
+    C = layout[L, D_OUT]
+    y = _matrix(arena, table[table.shape[0] - Y_ROW_FROM_END, 0], n, C)
+    _product(a, _matrix(flat, layout[L, W_OFF], layout[L, D_IN], C), y)
+    return y
+
+
+@njit(cache=True, nogil=True)
+def _squared_weights(flat, layout):
+    # sum of W**2 over every layer's W, in order (for the weight-decay term of the loss)
+    total = 0.0
+    for l in range(layout.shape[0]):
+        w0 = layout[l, W_OFF]
+        for p in range(w0, w0 + layout[l, D_IN] * layout[l, D_OUT]):
+            total += flat[p] * flat[p]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_loss, act,
+             bn_momentum, drop_ratio, seed, stream, decay, kind, state1, state2, lr, c1, c2):
+    """Forward, backward, weight decay and optimizer update of an any-depth network.
+
+    Parameters
+    ----------
+    x : ndarray, (n, d), float32 or float64, C-contiguous
+    t : ndarray, (n,) integer labels in [0, C), or (n, C) one-hot rows of `x`'s dtype
+    flat : ndarray, (P,), dtype of `x`
+        Every parameter (W, b, gamma, beta of every layer) at the offsets of `layout`;
+        updated in place when ``kind >= 0``.
+    grads : ndarray, (P,), dtype of `x`
+        Written with the gradient of the loss (the weight-decay term included) at the
+        same offsets.
+    layout : ndarray, (L + 1, 8), int64
+        One row per affine layer: see :data:`W_OFF` ... :data:`D_OUT`.
+    stats : ndarray, dtype of `x`
+        BatchNorm running means and variances at the offsets of `layout`; updated in place.
+    arena, masks, lists, table : ndarray
+        Work space of this batch size (float dtype of `x`, uint8, int32, int64), sized and
+        carved by :func:`arena_layout` into `table`; overwritten.
+    row_loss : ndarray, (n,), float64
+        Written with each row's cross-entropy.
+    act : int
+        Hidden activation, :data:`.rows.RELU` or :data:`.rows.SIGMOID`.
+    bn_momentum : float
+        Momentum of the BatchNorm running statistics.
+    drop_ratio : float
+        Dropout ratio (used where `table` has a Dropout buffer).
+    seed, stream : int
+        Dropout's counter-based generator: layer ``l`` of this step draws from stream
+        ``stream * (L + 1) + l`` of `seed` (pass the step number as `stream`).
+    decay : float
+        L2 weight-decay coefficient: adds ``0.5 * decay * sum(W**2)`` to the loss and
+        ``decay * W`` to each W's gradient.
+    kind : int
+        The optimizer (:data:`.optimizers.SGD` ... :data:`.optimizers.ADAM`), or -1 to
+        compute the gradients only.
+    state1, state2 : ndarray
+        The optimizer's state at the offsets of `flat` (size 0 when unused).
+    lr, c1, c2 : float
+        The optimizer's scalars for this update (see
+        :func:`.optimizers.optimizer_update`).
+
+    Returns
+    -------
+    float
+        The loss of the batch before the update, weight-decay term included.
+    """
+    require_c_contiguous(x, t, flat, grads, layout, stats, arena, masks, lists, table,
+                         row_loss, state1, state2)
+    n = x.shape[0]
+    L = layout.shape[0] - 1
+    C = layout[L, D_OUT]
+    y = _forward(x, flat, layout, stats, arena, masks, lists, table, act, True, bn_momentum,
+                 drop_ratio, seed, stream)
+    yr = table.shape[0] - Y_ROW_FROM_END
+    dz = _matrix(arena, table[yr, 1], n, C)
+    softmax_rows(y, flat[layout[L, B_OFF]:layout[L, B_OFF] + C], t, dz, row_loss)
+    loss = 0.0
+    for i in range(n):
+        loss += row_loss[i]
+    loss /= n
+    if decay != 0:
+        loss += 0.5 * decay * _squared_weights(flat, layout)
+    ping = True
+    for l in range(L, -1, -1):
+        d_in = layout[l, D_IN]
+        d = layout[l, D_OUT]
+        w0 = layout[l, W_OFF]
+        b0 = layout[l, B_OFF]
+        column_sum(dz, grads[b0:b0 + d])
+        gW = _matrix(grads, w0, d_in, d)
+        if l == 0:
+            if lists.size > 0:
+                stride = table[table.shape[0] - LIST_ROW_FROM_END, 1]
+                fill_zero(gW)
+                one = gW.dtype.type(1.0)
+                for i in range(n):
+                    row = lists[i * stride:(i + 1) * stride]
+                    scatter_axpy(one, x, i, row, row[stride - 1], dz, gW)
+            else:
+                _weight_grad(x, dz, gW)
+            break
+        p = l - 1  # the hidden layer whose output feeds layer l
+        a_off = table[p, A_OFF] if table[p, A_OFF] >= 0 else table[p, H_OFF]
+        a = _matrix(arena, a_off, n, d_in)
+        _weight_grad(a, dz, gW)
+        da = _matrix(arena, table[yr, 2] if ping else table[yr, 3], n, d_in)
+        ping = not ping
+        _input_grad(dz, _matrix(flat, w0, d_in, d), da)
+        h = _matrix(arena, table[p, H_OFF], n, d_in)
+        if table[p, MASK_OFF] >= 0:
+            dropout_backward(da, _matrix(masks, table[p, MASK_OFF], n, d_in), da)
+        if act == RELU:
+            relu_backward(h, da, da)
+        else:
+            sigmoid_backward(h, da, da)
+        if layout[p, GAMMA_OFF] >= 0:
+            g0 = layout[p, GAMMA_OFF]
+            be0 = layout[p, BETA_OFF]
+            batchnorm_backward(da, _matrix(arena, table[p, XC_OFF], n, d_in),
+                               _matrix(arena, table[p, XN_OFF], n, d_in),
+                               arena[table[p, STD_OFF]:table[p, STD_OFF] + d_in],
+                               flat[g0:g0 + d_in], grads[g0:g0 + d_in],
+                               grads[be0:be0 + d_in], da,
+                               _matrix(arena, table[p, STD_OFF] + d_in,
+                                       batchnorm_work_rows(n), d_in))
+        dz = da
+    if kind < 0:
+        if decay != 0:
+            for l in range(L + 1):
+                w0 = layout[l, W_OFF]
+                step = flat.dtype.type(decay)
+                for p in range(w0, w0 + layout[l, D_IN] * layout[l, D_OUT]):
+                    grads[p] += step * flat[p]
+        return loss
+    for l in range(L + 1):
+        w0 = layout[l, W_OFF]
+        w1 = w0 + layout[l, D_IN] * layout[l, D_OUT]
+        _update(kind, flat, grads, state1, state2, w0, w1, lr, c1, c2, decay)
+        b0 = layout[l, B_OFF]
+        _update(kind, flat, grads, state1, state2, b0, b0 + layout[l, D_OUT], lr, c1, c2,
+                0.0)
+        if layout[l, GAMMA_OFF] >= 0:
+            g0 = layout[l, GAMMA_OFF]
+            _update(kind, flat, grads, state1, state2, g0, g0 + layout[l, D_OUT], lr, c1,
+                    c2, 0.0)
+            g0 = layout[l, BETA_OFF]
+            _update(kind, flat, grads, state1, state2, g0, g0 + layout[l, D_OUT], lr, c1,
+                    c2, 0.0)
+    return loss
+
+
+@njit(cache=True, nogil=True)
+def _update(kind, flat, grads, state1, state2, lo, hi, lr, c1, c2, decay):
+    s1 = state1[lo:hi] if state1.size > 0 else state1
+    s2 = state2[lo:hi] if state2.size > 0 else state2
+    optimizer_update(kind, flat[lo:hi], grads[lo:hi], s1, s2, lr, c1, c2, decay)
+
+
+@njit(cache=True, nogil=True)
+def mlp_count_correct(x, t, flat, layout, stats, arena, masks, lists, table, act,
+                      drop_ratio, hit):
+    """Rows of `x` whose predicted class (argmax of the logits, inference mode: BatchNorm
+    on its running statistics, Dropout scaling by ``1 - drop_ratio``) is the label in `t`.
+
+    Arguments as in :func:`mlp_step`; `hit` is an int64 work buffer of `n` elements.
+    """
+    require_c_contiguous(x, t, flat, layout, stats, arena, masks, lists, table, hit)
+    L = layout.shape[0] - 1
+    C = layout[L, D_OUT]
+    y = _forward(x, flat, layout, stats, arena, masks, lists, table, act, False, 0.0,
+                 drop_ratio, 0, 0)
+    correct_rows(y, flat[layout[L, B_OFF]:layout[L, B_OFF] + C], t, hit)
+    total = 0
+    for i in range(x.shape[0]):
+        total += hit[i]
+    return total

@@ -1,0 +1,373 @@
+"""The book's optimizers (chapter 6) as in-place update kernels, with L2 weight decay.
+
+Each kernel makes one pass over its arrays: it reads the parameter, its gradient and the
+optimizer's state, and writes the new parameter and state, element by element. Arrays are
+C-contiguous, of any shape (flattened inside) and of one dtype, float32 or float64. The
+weight decay is folded into the gradient, ``g = grad + decay * param`` (the parameter
+before this update), which is what the book's ``MultiLayerNetExtend`` adds to ``dW``;
+``decay=0`` gives the book's optimizer exactly.
+
+The arithmetic is the book's (``common/optimizer.py``), operation for operation and in
+its order, in the array's dtype: every constant is cast to the dtype first, as NumPy casts
+a Python float against a float32 array, and constants the book computes from Python floats
+(``1 - beta1``, ``(1 + momentum) * lr``) are computed in float64 and then cast. Nothing is
+fused into FMAs (no fastmath), so the results are the book's to the bit, in float64 and in
+float32, with one exception: NumPy 2 computes the book's float32 Adam step
+``lr_t * m / (sqrt(v) + eps)`` in float64 (``lr_t`` is an ``np.float64``, which NumPy 2
+no longer demotes), where this kernel stays in float32 like every other step (and like
+the book under NumPy 1); the two agree to float32 rounding.
+
+The public functions are ``@njit`` dispatchers: call them from Python or from your own
+``@njit`` code. They check nothing (see :mod:`fastbp.ops` for checked versions) and pick
+the serial or the parallel twin by element count. The twins give identical bits: every
+element is computed on its own.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ._compile import PARALLEL_MIN_ELEMENTS, twins
+
+#: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
+SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
+
+#: The book's ``1e-7`` that keeps AdaGrad's, RMSprop's and Adam's divisions finite.
+EPS = 1e-7
+
+
+# The bodies run on 1-D arrays. `if wd != 0` keeps decay=0 the book's arithmetic exactly
+# (`grad + 0 * param` would turn an infinite parameter's gradient into NaN); the condition
+# does not depend on i, so LLVM hoists it out of the loop and both loops vectorize.
+
+def _sgd_decay_body(param, grad, lr, decay):
+    t = param.dtype.type
+    step = t(lr)
+    wd = t(decay)
+    for i in prange(param.size):
+        g = grad[i]
+        if wd != 0:
+            g = g + wd * param[i]
+        param[i] -= step * g
+
+
+def _momentum_body(param, grad, v, lr, momentum, decay):
+    t = param.dtype.type
+    step = t(lr)
+    mu = t(momentum)
+    wd = t(decay)
+    for i in prange(param.size):
+        g = grad[i]
+        if wd != 0:
+            g = g + wd * param[i]
+        vi = mu * v[i] - step * g
+        v[i] = vi
+        param[i] += vi
+
+
+def _nesterov_body(param, grad, v, lr, momentum, decay):
+    t = param.dtype.type
+    step = t(lr)
+    mu = t(momentum)
+    # The book computes these two products of Python floats in float64.
+    mu2 = t(momentum * momentum)
+    lead = t((1.0 + momentum) * lr)
+    wd = t(decay)
+    for i in prange(param.size):
+        g = grad[i]
+        p = param[i]
+        if wd != 0:
+            g = g + wd * p
+        vi = v[i]
+        p += mu2 * vi
+        p -= lead * g
+        param[i] = p
+        vi *= mu
+        vi -= step * g
+        v[i] = vi
+
+
+def _adagrad_body(param, grad, h, lr, decay):
+    t = param.dtype.type
+    step = t(lr)
+    eps = t(EPS)
+    wd = t(decay)
+    for i in prange(param.size):
+        g = grad[i]
+        if wd != 0:
+            g = g + wd * param[i]
+        hi = h[i] + g * g
+        h[i] = hi
+        param[i] -= step * g / (np.sqrt(hi) + eps)
+
+
+def _rmsprop_body(param, grad, h, lr, decay_rate, decay):
+    t = param.dtype.type
+    step = t(lr)
+    rho = t(decay_rate)
+    keep = t(1.0 - decay_rate)
+    eps = t(EPS)
+    wd = t(decay)
+    for i in prange(param.size):
+        g = grad[i]
+        if wd != 0:
+            g = g + wd * param[i]
+        hi = h[i] * rho
+        hi += keep * g * g
+        h[i] = hi
+        param[i] -= step * g / (np.sqrt(hi) + eps)
+
+
+def _adam_body(param, grad, m, v, lr_t, beta1, beta2, decay):
+    t = param.dtype.type
+    step = t(lr_t)
+    c1 = t(1.0 - beta1)
+    c2 = t(1.0 - beta2)
+    eps = t(EPS)
+    wd = t(decay)
+    for i in prange(param.size):
+        g = grad[i]
+        if wd != 0:
+            g = g + wd * param[i]
+        mi = m[i]
+        mi += c1 * (g - mi)
+        m[i] = mi
+        vi = v[i]
+        vi += c2 * (g * g - vi)
+        v[i] = vi
+        param[i] -= step * mi / (np.sqrt(vi) + eps)
+
+
+# error_model="numpy": a division by zero gives inf/NaN as in NumPy instead of raising
+# ZeroDivisionError; the check it replaces is a branch that keeps LLVM from vectorizing.
+# (The divisors are sqrt(h) + EPS > 0 anyway; a NaN state propagates as in NumPy.)
+_sgd_decay_serial, _sgd_decay_parallel = twins(_sgd_decay_body, error_model="numpy")
+_momentum_serial, _momentum_parallel = twins(_momentum_body, error_model="numpy")
+_nesterov_serial, _nesterov_parallel = twins(_nesterov_body, error_model="numpy")
+_adagrad_serial, _adagrad_parallel = twins(_adagrad_body, error_model="numpy")
+_rmsprop_serial, _rmsprop_parallel = twins(_rmsprop_body, error_model="numpy")
+_adam_serial, _adam_parallel = twins(_adam_body, error_model="numpy")
+
+
+@njit(cache=True, nogil=True)
+def sgd_decay_update(param, grad, lr, decay=0.0):
+    """SGD with weight decay: ``param -= lr * (grad + decay * param)``, in place.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    lr : float
+        Learning rate.
+    decay : float
+        L2 weight-decay coefficient; 0 gives plain SGD (the bits of :func:`sgd_update`).
+    """
+    pf = param.reshape(param.size)
+    gf = grad.reshape(grad.size)
+    if param.size >= PARALLEL_MIN_ELEMENTS:
+        _sgd_decay_parallel(pf, gf, lr, decay)
+    else:
+        _sgd_decay_serial(pf, gf, lr, decay)
+
+
+@njit(cache=True, nogil=True)
+def momentum_update(param, grad, v, lr, momentum, decay=0.0):
+    """Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
+
+    ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    v : ndarray, shape and dtype of `param`, C-contiguous
+        Velocity (zeros before the first step), updated in place.
+    lr : float
+        Learning rate.
+    momentum : float
+        The book's ``momentum`` (0.9 by default there).
+    decay : float
+        L2 weight-decay coefficient; 0 gives the book's ``Momentum``.
+    """
+    pf = param.reshape(param.size)
+    gf = grad.reshape(grad.size)
+    vf = v.reshape(v.size)
+    if param.size >= PARALLEL_MIN_ELEMENTS:
+        _momentum_parallel(pf, gf, vf, lr, momentum, decay)
+    else:
+        _momentum_serial(pf, gf, vf, lr, momentum, decay)
+
+
+@njit(cache=True, nogil=True)
+def nesterov_update(param, grad, v, lr, momentum, decay=0.0):
+    """Nesterov's accelerated gradient (the book's form), in place.
+
+    ``param += momentum*momentum*v; param -= (1+momentum)*lr*g; v *= momentum;
+    v -= lr*g`` with ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    v : ndarray, shape and dtype of `param`, C-contiguous
+        Velocity (zeros before the first step), updated in place.
+    lr : float
+        Learning rate.
+    momentum : float
+        The book's ``momentum`` (0.9 by default there).
+    decay : float
+        L2 weight-decay coefficient; 0 gives the book's ``Nesterov``.
+    """
+    pf = param.reshape(param.size)
+    gf = grad.reshape(grad.size)
+    vf = v.reshape(v.size)
+    if param.size >= PARALLEL_MIN_ELEMENTS:
+        _nesterov_parallel(pf, gf, vf, lr, momentum, decay)
+    else:
+        _nesterov_serial(pf, gf, vf, lr, momentum, decay)
+
+
+@njit(cache=True, nogil=True)
+def adagrad_update(param, grad, h, lr, decay=0.0):
+    """AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + EPS)``.
+
+    ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    h : ndarray, shape and dtype of `param`, C-contiguous
+        Sum of squared gradients (zeros before the first step), updated in place.
+    lr : float
+        Learning rate.
+    decay : float
+        L2 weight-decay coefficient; 0 gives the book's ``AdaGrad``.
+    """
+    pf = param.reshape(param.size)
+    gf = grad.reshape(grad.size)
+    hf = h.reshape(h.size)
+    if param.size >= PARALLEL_MIN_ELEMENTS:
+        _adagrad_parallel(pf, gf, hf, lr, decay)
+    else:
+        _adagrad_serial(pf, gf, hf, lr, decay)
+
+
+@njit(cache=True, nogil=True)
+def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0):
+    """RMSprop, in place.
+
+    ``h *= decay_rate; h += (1-decay_rate)*g*g; param -= lr*g / (sqrt(h) + EPS)`` with
+    ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    h : ndarray, shape and dtype of `param`, C-contiguous
+        Running mean of squared gradients (zeros before the first step), updated in place.
+    lr : float
+        Learning rate.
+    decay_rate : float
+        The book's ``decay_rate`` (0.99 by default there).
+    decay : float
+        L2 weight-decay coefficient; 0 gives the book's ``RMSprop``.
+    """
+    pf = param.reshape(param.size)
+    gf = grad.reshape(grad.size)
+    hf = h.reshape(h.size)
+    if param.size >= PARALLEL_MIN_ELEMENTS:
+        _rmsprop_parallel(pf, gf, hf, lr, decay_rate, decay)
+    else:
+        _rmsprop_serial(pf, gf, hf, lr, decay_rate, decay)
+
+
+@njit(cache=True, nogil=True)
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0):
+    """Adam (the book's form), in place.
+
+    ``m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); param -= lr_t*m / (sqrt(v) + EPS)``
+    with ``g = grad + decay * param``.
+
+    Parameters
+    ----------
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    m, v : ndarray, shape and dtype of `param`, C-contiguous
+        First and second moment estimates (zeros before the first step), updated in place.
+    lr_t : float
+        The bias-corrected step ``lr * sqrt(1 - beta2**t) / (1 - beta1**t)`` for step
+        number ``t`` (1 for the first update), computed by the caller in float64 as the
+        book does (:meth:`fastbp.optimizers.Adam.next_hyper`).
+    beta1, beta2 : float
+        The book's ``beta1`` and ``beta2`` (0.9 and 0.999 by default there).
+    decay : float
+        L2 weight-decay coefficient; 0 gives the book's ``Adam``.
+    """
+    pf = param.reshape(param.size)
+    gf = grad.reshape(grad.size)
+    mf = m.reshape(m.size)
+    vf = v.reshape(v.size)
+    if param.size >= PARALLEL_MIN_ELEMENTS:
+        _adam_parallel(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
+    else:
+        _adam_serial(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
+
+
+@njit(cache=True, nogil=True)
+def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay):
+    """One update of the optimizer `kind` on `param`, in place: the fused steps' entry.
+
+    Parameters
+    ----------
+    kind : int
+        :data:`SGD`, :data:`MOMENTUM`, :data:`NESTEROV`, :data:`ADAGRAD`, :data:`RMSPROP`
+        or :data:`ADAM`.
+    param : ndarray, float32 or float64, C-contiguous, any shape
+        Updated in place.
+    grad : ndarray, shape and dtype of `param`, C-contiguous
+    state1 : ndarray, dtype of `param`, C-contiguous
+        Momentum's and Nesterov's ``v``, AdaGrad's and RMSprop's ``h``, Adam's ``m``, of
+        `param`'s shape, updated in place; for SGD unused (pass a size-0 array).
+    state2 : ndarray, dtype of `param`, C-contiguous
+        Adam's ``v``, of `param`'s shape, updated in place; unused (size 0) otherwise.
+    lr : float
+        The learning rate; for Adam the bias-corrected ``lr_t``.
+    c1 : float
+        ``momentum`` (Momentum, Nesterov), ``decay_rate`` (RMSprop) or ``beta1`` (Adam);
+        unused otherwise.
+    c2 : float
+        ``beta2`` (Adam); unused otherwise.
+    decay : float
+        L2 weight-decay coefficient, folded into the gradient (0: the book's optimizer).
+
+    Raises
+    ------
+    ValueError
+        If `kind` is not one of the six codes (nothing is updated).
+
+    Notes
+    -----
+    :meth:`fastbp.optimizers.SGD.next_hyper` and its siblings return ``(lr, c1, c2)`` for
+    one step, and :meth:`~fastbp.optimizers.SGD.flat_state` returns ``(kind, state1,
+    state2)``.
+    """
+    if kind == SGD:
+        sgd_decay_update(param, grad, lr, decay)
+    elif kind == MOMENTUM:
+        momentum_update(param, grad, state1, lr, c1, decay)
+    elif kind == NESTEROV:
+        nesterov_update(param, grad, state1, lr, c1, decay)
+    elif kind == ADAGRAD:
+        adagrad_update(param, grad, state1, lr, decay)
+    elif kind == RMSPROP:
+        rmsprop_update(param, grad, state1, lr, c1, decay)
+    elif kind == ADAM:
+        adam_update(param, grad, state1, state2, lr, c1, c2, decay)
+    else:
+        raise ValueError("optimizer_update: kind must be one of SGD, MOMENTUM, NESTEROV, "
+                         "ADAGRAD, RMSPROP, ADAM (0-5)")

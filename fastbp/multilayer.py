@@ -1,0 +1,446 @@
+"""The book's chapter-6 networks, ``MultiLayerNet`` and ``MultiLayerNetExtend``, with a fused
+``train_step(x, t, optimizer)`` for any depth (:mod:`fastbp.kernels.mlp`).
+
+``params`` holds the book's keys (``W1`` .. ``b{n+1}``, ``gamma{i}``/``beta{i}`` with
+BatchNorm) as views into one flat buffer, and the layers hold references to those views,
+so the book's in-place idioms (``params[key] -= lr * grad``, the book's optimizers) work
+unchanged. A caller who rebinds ``params[key]`` to a new array of the same shape has its
+values copied back into the buffer at the next call; another shape or dtype is an error.
+"""
+from collections import OrderedDict
+
+import numpy as np
+from numba.core.errors import TypingError
+
+from . import kernels as K
+from . import ops
+from .gradient import numerical_gradient as _numerical_gradient
+from .kernels import mlp as KM
+from .kernels.rows import RELU, SIGMOID
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+
+_ACTIVATIONS = {"relu": (Relu, RELU), "sigmoid": (Sigmoid, SIGMOID)}
+_INITS = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0}
+#: Batch sizes whose work space a network keeps (a training loop sees one or two).
+_WORK_SIZES = 4
+#: Rows per compiled forward call of :meth:`MultiLayerNet.accuracy`.
+EVAL_CHUNK = 10000
+
+
+def _int(name, v, minimum=1):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    if v < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {v}")
+    return int(v)
+
+
+def _fraction(name, v, *, closed=False):
+    v = ops._real(name, v)
+    if not (0.0 <= v < 1.0 or (closed and v == 1.0)):
+        raise ValueError(f"{name} must be in [0, 1), got {v}")
+    return v
+
+
+class MultiLayerNet:
+    """Fully connected network: (Affine - activation) x n - Affine - SoftmaxWithLoss.
+
+    The book's ``common/multi_layer_net.py`` API, plus :meth:`train_step`.
+
+    Parameters
+    ----------
+    input_size, output_size : int
+    hidden_size_list : list of int
+        Widths of the hidden layers (at least one).
+    activation : {'relu', 'sigmoid'}
+    weight_init_std : {'relu', 'he', 'sigmoid', 'xavier'} or float
+        'relu'/'he': He's initial values ``sqrt(2 / fan_in)``; 'sigmoid'/'xavier':
+        Xavier's ``sqrt(1 / fan_in)``; a number is the standard deviation.
+    weight_decay_lambda : float
+        L2 weight decay: ``loss`` adds ``0.5 * lambda * sum(W**2)`` over every W, and the
+        gradients ``lambda * W``.
+    dtype : {np.float64, np.float32}
+        Parameter dtype (float64, the book's, by default).
+    seed : int or None
+        Seeds a private generator for the initial weights (and Dropout's generator in the
+        fused step). None draws through ``np.random`` in the book's order, so
+        ``np.random.seed(s)`` gives the book's initial weights bit for bit.
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, *, dtype=np.float64,
+                 seed=None):
+        self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
+                    weight_decay_lambda, dtype, seed, False, 0.5, False)
+
+    # -- construction -------------------------------------------------------------------
+    def _build(self, input_size, hidden_size_list, output_size, activation, weight_init_std,
+               weight_decay_lambda, dtype, seed, use_dropout, dropout_ratio, use_batchnorm):
+        self.input_size = _int("input_size", input_size)
+        self.output_size = _int("output_size", output_size)
+        if isinstance(hidden_size_list, (str, bytes)) or not hasattr(hidden_size_list,
+                                                                      "__iter__"):
+            raise TypeError("hidden_size_list must be a list of ints, e.g. [100, 100], got "
+                            f"{type(hidden_size_list).__name__}")
+        hidden = [_int("hidden_size_list[]", h) for h in hidden_size_list]
+        if not hidden:
+            raise ValueError("hidden_size_list must name at least one hidden layer, e.g. "
+                             "[100]")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be 'relu' or 'sigmoid', got {activation!r}")
+        if isinstance(weight_init_std, str):
+            if weight_init_std.lower() not in _INITS:
+                raise ValueError("weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' "
+                                 f"or a positive number, got {weight_init_std!r}")
+        elif not ops._real("weight_init_std", weight_init_std) > 0 or not np.isfinite(
+                float(weight_init_std)):
+            raise ValueError(f"weight_init_std must be positive and finite, got "
+                             f"{weight_init_std}")
+        decay = ops._real("weight_decay_lambda", weight_decay_lambda)
+        if not (decay >= 0 and np.isfinite(decay)):
+            raise ValueError(f"weight_decay_lambda must be >= 0 and finite, got {decay}")
+        dtype = np.dtype(dtype)
+        if dtype not in ops._FLOATS:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if seed is not None:
+            seed = _int("seed", seed, minimum=0)
+        self.hidden_size_list = hidden
+        self.hidden_layer_num = len(hidden)
+        self.activation = activation
+        self.weight_init_std = weight_init_std
+        self.weight_decay_lambda = weight_decay_lambda
+        self.use_dropout = bool(use_dropout)
+        self.dropout_ratio = dropout_ratio
+        self.use_batchnorm = bool(use_batchnorm)
+        self.dtype = dtype
+        self.seed = seed
+        self._init_params(weight_init_std, seed)
+        self._build_layers()
+        self._work = {}
+        self._grads = np.zeros_like(self._flat)
+        # Dropout's generator in the fused step: its seed, and the steps drawn so far.
+        self.dropout_seed = (seed if seed is not None
+                             else int(np.random.randint(0, 2**31 - 1))) if use_dropout else 0
+        self.dropout_step = 0
+
+    def _init_params(self, weight_init_std, seed):
+        sizes = [self.input_size] + self.hidden_size_list + [self.output_size]
+        if seed is None:
+            randn = np.random.randn
+        else:
+            rng = np.random.default_rng(seed)
+            randn = lambda *shape: rng.standard_normal(shape)  # noqa: E731
+        nl = len(sizes) - 1
+        bn = self.use_batchnorm
+        shapes = OrderedDict()
+        for idx in range(1, nl + 1):
+            shapes[f"W{idx}"] = (sizes[idx - 1], sizes[idx])
+            shapes[f"b{idx}"] = (sizes[idx],)
+        for idx in range(1, nl if bn else 1):
+            shapes[f"gamma{idx}"] = (sizes[idx],)
+            shapes[f"beta{idx}"] = (sizes[idx],)
+        offsets, total = {}, 0
+        for key, shape in shapes.items():
+            offsets[key] = total
+            total += int(np.prod(shape))
+        self._flat = np.zeros(total, self.dtype)
+        self.params = {}
+        for key, shape in shapes.items():
+            size = int(np.prod(shape))
+            self.params[key] = self._flat[offsets[key]:offsets[key] + size].reshape(shape)
+        self._views = dict(self.params)
+        for idx in range(1, nl + 1):  # the book's draws, in the book's order, in float64
+            scale = weight_init_std
+            if isinstance(scale, str):
+                scale = np.sqrt(_INITS[scale.lower()] / sizes[idx - 1])
+            self.params[f"W{idx}"][...] = scale * randn(sizes[idx - 1], sizes[idx])
+        for idx in range(1, nl if bn else 1):
+            self.params[f"gamma{idx}"][...] = 1
+        # running statistics of the BatchNorm layers, one buffer
+        self._stats = np.zeros(2 * sum(self.hidden_size_list) if bn else 0, self.dtype)
+        layout = np.full((nl, 8), -1, np.int64)
+        soff = 0
+        for idx in range(1, nl + 1):
+            row = layout[idx - 1]
+            row[KM.W_OFF], row[KM.B_OFF] = offsets[f"W{idx}"], offsets[f"b{idx}"]
+            row[KM.D_IN], row[KM.D_OUT] = sizes[idx - 1], sizes[idx]
+            if bn and idx < nl:
+                row[KM.GAMMA_OFF], row[KM.BETA_OFF] = offsets[f"gamma{idx}"], offsets[f"beta{idx}"]
+                row[KM.RM_OFF], row[KM.RV_OFF] = soff, soff + sizes[idx]
+                soff += 2 * sizes[idx]
+        self._layout = layout
+
+    def _build_layers(self):
+        layer_class = _ACTIVATIONS[self.activation][0]
+        self.layers = OrderedDict()
+        for idx in range(1, self.hidden_layer_num + 1):
+            self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+            if self.use_batchnorm:
+                row = self._layout[idx - 1]
+                d = row[KM.D_OUT]
+                rm = self._stats[row[KM.RM_OFF]:row[KM.RM_OFF] + d]
+                rv = self._stats[row[KM.RV_OFF]:row[KM.RV_OFF] + d]
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(
+                    self.params[f"gamma{idx}"], self.params[f"beta{idx}"], running_mean=rm,
+                    running_var=rv)
+            self.layers[f"Activation_function{idx}"] = layer_class()
+            if self.use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(self.dropout_ratio)
+        idx = self.hidden_layer_num + 1
+        self.layers[f"Affine{idx}"] = Affine(self.params[f"W{idx}"], self.params[f"b{idx}"])
+        self.last_layer = SoftmaxWithLoss()
+
+    # -- the params dict and the flat buffer ----------------------------------------------
+    def _sync_params(self):
+        """Make ``params`` the views into the flat buffer again: an array the caller put in
+        its place is copied in (same shape), anything else raises before anything changes."""
+        params = self.params
+        views = self._views
+        if all(params.get(k) is v for k, v in views.items()) and len(params) == len(views):
+            return
+        extra = set(params) - set(views)
+        if extra:
+            raise ValueError(f"params has keys this network does not have: {sorted(extra)}")
+        new = {}
+        for key, view in views.items():
+            if key not in params:
+                raise ValueError(f"params['{key}'] is missing; do not delete parameters")
+            a = params[key]
+            if a is view:
+                continue
+            if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+                raise TypeError(f"params['{key}'] must be a float numpy array, got "
+                                f"{getattr(a, 'dtype', type(a).__name__)}")
+            if a.shape != view.shape:
+                raise ValueError(f"params['{key}'] must keep its shape {view.shape}, got "
+                                 f"{a.shape}; build a new network for other sizes")
+            if a.dtype != self.dtype:
+                raise TypeError(f"params['{key}'] must stay {self.dtype}, got {a.dtype}; "
+                                f"assign with params['{key}'][...] = new_values")
+            new[key] = a
+        for key, a in new.items():
+            views[key][...] = a
+            params[key] = views[key]
+
+    def get_state(self):
+        """Everything a checkpoint needs to continue exactly: a dict of arrays (copies).
+
+        The parameters under their ``params`` keys, the BatchNorm running statistics as
+        ``running_mean{i}`` / ``running_var{i}``, and Dropout's generator position as
+        ``dropout_seed`` and ``dropout_step`` (0-d int64).
+        """
+        self._sync_params()
+        state = {k: v.copy() for k, v in self.params.items()}
+        for idx in range(1, self.hidden_layer_num + 1):
+            layer = self.layers.get(f"BatchNorm{idx}")
+            if layer is not None:
+                state[f"running_mean{idx}"] = np.array(layer.running_mean)
+                state[f"running_var{idx}"] = np.array(layer.running_var)
+        state["dropout_seed"] = np.array(self.dropout_seed, np.int64)
+        state["dropout_step"] = np.array(self.dropout_step, np.int64)
+        return state
+
+    def set_state(self, state):
+        """Restore :meth:`get_state`'s arrays in place; every array is checked (keys,
+        shapes, dtypes) before anything is written."""
+        expect = self.get_state()
+        missing = set(expect) - set(state)
+        extra = set(state) - set(expect)
+        if missing or extra:
+            raise ValueError(f"state does not fit this network: missing {sorted(missing)}, "
+                             f"unexpected {sorted(extra)}")
+        for key, ref in expect.items():
+            a = np.asarray(state[key])
+            if a.shape != ref.shape:
+                raise ValueError(f"state['{key}'] has shape {a.shape}, the network "
+                                 f"{ref.shape}")
+            if a.dtype != ref.dtype:
+                raise TypeError(f"state['{key}'] is {a.dtype}, the network {ref.dtype}")
+        for key in self.params:
+            self.params[key][...] = state[key]
+        for idx in range(1, self.hidden_layer_num + 1):
+            layer = self.layers.get(f"BatchNorm{idx}")
+            if layer is not None:
+                layer.running_mean[...] = state[f"running_mean{idx}"]
+                layer.running_var[...] = state[f"running_var{idx}"]
+        self.dropout_seed = int(state["dropout_seed"])
+        self.dropout_step = int(state["dropout_step"])
+
+    # -- the book's API -------------------------------------------------------------------
+    def predict(self, x, train_flg=False):
+        self._sync_params()
+        for key, layer in self.layers.items():
+            if "Dropout" in key or "BatchNorm" in key:
+                x = layer.forward(x, train_flg)
+            else:
+                x = layer.forward(x)
+        return x
+
+    def loss(self, x, t, train_flg=False):
+        y = self.predict(x, train_flg)
+        weight_decay = 0
+        for idx in range(1, self.hidden_layer_num + 2):
+            W = self.params[f"W{idx}"]
+            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+        return self.last_layer.forward(y, t) + weight_decay
+
+    def accuracy(self, x, t):
+        """Fraction of rows classified as `t` (labels or one-hot), in inference mode.
+
+        Runs the compiled forward pass in chunks of :data:`EVAL_CHUNK` rows (no layer
+        state is touched); the result equals the book's ``argmax(predict(x))`` up to
+        rounding ties.
+        """
+        self._sync_params()
+        x = self._rows("x", x)
+        t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
+        labels = np.ascontiguousarray(t.argmax(axis=1) if t.ndim == 2 else t, np.intp)
+        n = x.shape[0]
+        rows = min(n, EVAL_CHUNK)
+        work = self._workspace(rows, train=False)
+        hit = np.empty(rows, np.int64)
+        act = _ACTIVATIONS[self.activation][1]
+        correct = 0
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            m = stop - start
+            if m != rows:
+                work = self._workspace(m, train=False)
+            correct += int(KM.mlp_count_correct(
+                x[start:stop], labels[start:stop], self._flat, self._layout, self._stats,
+                *work[:4], act, self.dropout_ratio if self.use_dropout else 0.0, hit[:m]))
+        return correct / float(n)
+
+    def numerical_gradient(self, x, t):
+        loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731  (the book's form)
+        self._sync_params()
+        return {k: _numerical_gradient(loss_W, v) for k, v in self.params.items()}
+
+    def gradient(self, x, t):
+        """The book's backpropagation through the layers (``train_flg=True``)."""
+        self.loss(x, t, train_flg=True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            affine = self.layers[f"Affine{idx}"]
+            grads[f"W{idx}"] = affine.dW + self.weight_decay_lambda * self.params[f"W{idx}"]
+            grads[f"b{idx}"] = affine.db
+            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+                grads[f"gamma{idx}"] = self.layers[f"BatchNorm{idx}"].dgamma
+                grads[f"beta{idx}"] = self.layers[f"BatchNorm{idx}"].dbeta
+        return grads
+
+    # -- fused training -------------------------------------------------------------------
+    def _rows(self, name, x):
+        x = ops._asarray(name, x)
+        if x.ndim > 2 and x.shape[0] > 0:
+            x = x.reshape(x.shape[0], -1)
+        x = ops._batch(name, x.astype(self.dtype, copy=False) if x.dtype.kind in "biuf" else x)
+        if x.shape[1] != self.input_size:
+            raise ValueError(f"{name} must have {self.input_size} features per row, got shape "
+                             f"{x.shape}")
+        return x
+
+    def _workspace(self, n, train=True):
+        key = (n, train)
+        work = self._work.get(key)
+        if work is None:
+            table = np.empty((self._layout.shape[0] + 1, 6), np.int64)
+            size = KM.arena_layout(n, self._layout, self.use_dropout, table)
+            r = table.shape[0] - KM.Y_ROW_FROM_END
+            lists = table[table.shape[0] - KM.LIST_ROW_FROM_END, 0]
+            work = (np.empty(size, self.dtype), np.empty(table[r, 5], np.uint8),
+                    np.empty(lists, np.int32), table, np.empty(n))
+            if len(self._work) >= _WORK_SIZES:
+                self._work.clear()
+            self._work[key] = work
+        return work
+
+    def _fused(self, x, t, kind, state1, state2, lr, c1, c2, work):
+        act = _ACTIVATIONS[self.activation][1]
+        loss = KM.mlp_step(x, t, self._flat, self._grads, self._layout, self._stats, *work,
+                           act, 0.9, float(self.dropout_ratio) if self.use_dropout else 0.0,
+                           self.dropout_seed, self.dropout_step,
+                           float(self.weight_decay_lambda), kind, state1, state2, lr, c1, c2)
+        self.dropout_step += 1
+        return loss
+
+    def _checked_batch(self, x, t):
+        self._sync_params()
+        x = self._rows("x", x)
+        t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
+        return x, t
+
+    def train_step(self, x, t, optimizer):
+        """One training step on a batch as one compiled call; returns the batch loss.
+
+        Forward (BatchNorm in train mode, its running statistics updated; Dropout from
+        fastbp's own generator, seeded by ``dropout_seed`` and the step count), backward,
+        weight decay and ``optimizer``'s update of every parameter, fused (see
+        :mod:`fastbp.kernels.mlp`). Allocates nothing once a batch size has been seen.
+        ``gradient`` stays the book's layer-by-layer path.
+
+        Parameters
+        ----------
+        x : array_like, (n, input_size) (or (n, ...) reshaped); cast to the net's dtype
+        t : array_like, (n,) integer labels or (n, output_size) one-hot rows
+        optimizer : fastbp.optimizers.SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam
+            Its state (``v``, ``h``, ``m``) becomes views into one buffer laid out like the
+            parameters; ``optimizer.update(params, grads)`` keeps working on it.
+
+        Returns
+        -------
+        float
+            The loss of the batch before the update, weight-decay term included (NaN if
+            the step met NaN or inf; the trainer stops on it).
+        """
+        if not (hasattr(optimizer, "flat_state") and hasattr(optimizer, "next_hyper")):
+            raise TypeError("optimizer must be one of fastbp.optimizers (SGD, Momentum, "
+                            "Nesterov, AdaGrad, RMSprop, Adam), got "
+                            f"{type(optimizer).__name__}")
+        x, t = self._checked_batch(x, t)
+        kind, state1, state2 = optimizer.flat_state(self.params, self._flat)
+        work = self._workspace(x.shape[0])
+        lr, c1, c2 = optimizer.next_hyper()
+        return self._fused(x, t, kind, state1, state2, lr, c1, c2, work)
+
+    def fused_gradient(self, x, t):
+        """The gradients of :meth:`gradient` from the fused kernel (fresh arrays), without
+        any update; BatchNorm's running statistics and Dropout's generator do advance, as
+        in a training step."""
+        x, t = self._checked_batch(x, t)
+        empty = self._flat[:0]
+        self._fused(x, t, -1, empty, empty, 0.0, 0.0, 0.0, self._workspace(x.shape[0]))
+        out = {}
+        for key, view in self._views.items():
+            off = (view.__array_interface__["data"][0]
+                   - self._flat.__array_interface__["data"][0]) // self.dtype.itemsize
+            out[key] = self._grads[off:off + view.size].reshape(view.shape).copy()
+        return out
+
+
+class MultiLayerNetExtend(MultiLayerNet):
+    """:class:`MultiLayerNet` with Dropout and BatchNorm: the book's
+    ``common/multi_layer_net_extend.py`` API, plus :meth:`train_step`.
+
+    Parameters
+    ----------
+    use_dropout : bool
+        A ``Dropout{i}`` layer after each hidden activation.
+    dropout_ration : float in [0, 1)
+        Its ratio (the book's spelling).
+    use_batchnorm : bool
+        A ``BatchNorm{i}`` layer between each hidden Affine and its activation, with
+        ``gamma{i}`` (ones) and ``beta{i}`` (zeros) in ``params``.
+
+    Other parameters as :class:`MultiLayerNet`.
+    """
+
+    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
+                 weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
+                 dropout_ration=0.5, use_batchnorm=False, *, dtype=np.float64, seed=None):
+        ratio = _fraction("dropout_ration", dropout_ration)
+        self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
+                    weight_decay_lambda, dtype, seed, use_dropout, ratio, use_batchnorm)
