@@ -20,6 +20,7 @@ from .kernels.rows import RELU, SIGMOID
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 
 _ACTIVATIONS = {"relu": (Relu, RELU), "sigmoid": (Sigmoid, SIGMOID)}
+_INTP = np.dtype(np.intp)
 _INITS = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0}
 #: Batch sizes whose work space a network keeps (a training loop sees one or two).
 _WORK_SIZES = 4
@@ -364,7 +365,8 @@ class MultiLayerNet:
                            act, 0.9, float(self.dropout_ratio) if self.use_dropout else 0.0,
                            self.dropout_seed, self.dropout_step,
                            float(self.weight_decay_lambda), kind, state1, state2, lr, c1, c2)
-        self.dropout_step += 1
+        if loss != -1.0:
+            self.dropout_step += 1
         return loss
 
     def _checked_batch(self, x, t):
@@ -400,11 +402,26 @@ class MultiLayerNet:
             raise TypeError("optimizer must be one of fastbp.optimizers (SGD, Momentum, "
                             "Nesterov, AdaGrad, RMSprop, Adam), got "
                             f"{type(optimizer).__name__}")
-        x, t = self._checked_batch(x, t)
+        # The common case (a C-contiguous batch of the net's dtype, integer labels) skips
+        # the conversions and the label-range scan of _checked_batch: the kernel checks the
+        # labels and returns -1.0, touching nothing, when one is out of range; the full
+        # checks then raise the error that names it.
+        fast = (type(x) is np.ndarray and type(t) is np.ndarray and x.dtype is self.dtype
+                and t.dtype is _INTP and x.ndim == 2 and t.ndim == 1
+                and x.flags.c_contiguous and t.flags.c_contiguous and x.shape[0] > 0
+                and x.shape[1] == self.input_size and t.shape[0] == x.shape[0])
+        if fast:
+            self._sync_params()
+        else:
+            x, t = self._checked_batch(x, t)
         kind, state1, state2 = optimizer.flat_state(self.params, self._flat)
         work = self._workspace(x.shape[0])
-        lr, c1, c2 = optimizer.next_hyper()
-        return self._fused(x, t, kind, state1, state2, lr, c1, c2, work)
+        hyper = optimizer.peek_hyper()
+        loss = self._fused(x, t, kind, state1, state2, *hyper, work)
+        if loss == -1.0:
+            self._checked_batch(x, t)  # raises the ValueError naming the label
+        optimizer.next_hyper()  # only now: a rejected step leaves the optimizer as it was
+        return loss
 
     def fused_gradient(self, x, t):
         """The gradients of :meth:`gradient` from the fused kernel (fresh arrays), without

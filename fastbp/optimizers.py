@@ -110,7 +110,17 @@ class _Optimizer:
         state2, lr, c1, c2, decay)`` then makes the same update as :meth:`update`. Call it
         once per step, not once per parameter: Adam counts steps with it.
         """
+        hyper = self.peek_hyper()
+        self._advance()
+        return hyper
+
+    def peek_hyper(self):
+        """The constants :meth:`next_hyper` would return, without advancing the step count
+        (a fused step that is rejected must leave the optimizer as it was)."""
         return self.lr, 0.0, 0.0
+
+    def _advance(self):
+        """Count one update (Adam's bias correction needs the count)."""
 
     # -- update ---------------------------------------------------------------------------
 
@@ -467,7 +477,7 @@ class Momentum(_Optimizer):
         self.momentum = momentum
         super().__init__(lr)
 
-    def next_hyper(self):
+    def peek_hyper(self):
         return self.lr, self.momentum, 0.0
 
 
@@ -499,7 +509,7 @@ class Nesterov(_Optimizer):
         self.momentum = momentum
         super().__init__(lr)
 
-    def next_hyper(self):
+    def peek_hyper(self):
         return self.lr, self.momentum, 0.0
 
 
@@ -552,7 +562,7 @@ class RMSprop(_Optimizer):
         self.decay_rate = decay_rate
         super().__init__(lr)
 
-    def next_hyper(self):
+    def peek_hyper(self):
         return self.lr, self.decay_rate, 0.0
 
 
@@ -591,12 +601,14 @@ class Adam(_Optimizer):
         self.iter = 0
         super().__init__(lr)
 
-    def next_hyper(self):
-        self.iter += 1
+    def peek_hyper(self):
+        it = self.iter + 1
         # The book's expression, in float64.
-        lr_t = (self.lr * math.sqrt(1.0 - self.beta2 ** self.iter)
-                / (1.0 - self.beta1 ** self.iter))
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** it) / (1.0 - self.beta1 ** it)
         return lr_t, self.beta1, self.beta2
+
+    def _advance(self):
+        self.iter += 1
 
 
     def state_dict(self):
