@@ -342,3 +342,42 @@ def _scatter_axpy_overload(a, x, i, idx, count, g, W):
     def impl(a, x, i, idx, count, g, W):
         _scatter_pass(a, x, i, idx, count, W, g)
     return impl
+
+
+@register_jitable
+def list_stride(d):
+    """Slots per row of the lists of :func:`gather_rows`: `d` column indices, the 8 scratch
+    slots :func:`nonzero_columns` writes past them, and the count."""
+    return d + LANES + 1
+
+
+@register_jitable
+def gather_rows(x, lists, W, out):
+    """``out = x @ W`` for every row of `x` from the list of its non-zero columns.
+
+    Row ``i``'s list is written to ``lists[i * s:(i + 1) * s]`` (``s = list_stride(d)``),
+    its length to the list's last slot, for :func:`scatter_rows` to reuse.
+
+    Parameters
+    ----------
+    x : ndarray, (n, d), float, C-contiguous
+    lists : ndarray, int32, C-contiguous, at least ``n * list_stride(d)`` elements; written.
+    W : ndarray, (d, m), dtype of `x`, C-contiguous
+    out : ndarray, (n, m), dtype of `x`, C-contiguous; written.
+    """
+    stride = list_stride(x.shape[1])
+    for i in range(x.shape[0]):
+        row = lists[i * stride:(i + 1) * stride]
+        count = nonzero_columns(x, i, row)
+        row[stride - 1] = count
+        gather_dot(x, i, row, count, W, out)
+
+
+@register_jitable
+def scatter_rows(a, x, lists, g, W):
+    """``W += a * x.T @ g`` over the rows of `W` listed by :func:`gather_rows` (rank-1
+    updates row after row of the batch, in list order): no scan of `x`."""
+    stride = list_stride(x.shape[1])
+    for i in range(x.shape[0]):
+        row = lists[i * stride:(i + 1) * stride]
+        scatter_axpy(a, x, i, row, row[stride - 1], g, W)

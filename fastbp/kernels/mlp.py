@@ -27,7 +27,7 @@ from numba import njit
 
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import AFFINE_BLAS_MIN_FLOPS, SMALL_BATCH, require_c_contiguous
-from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
+from ._sparse import gather_rows, list_stride, scatter_rows
 from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import column_sum, fill_zero, matmul_loops, matmul_t_loops, rank1_loops
 from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
@@ -48,7 +48,7 @@ H_OFF, A_OFF, XC_OFF, XN_OFF, STD_OFF, MASK_OFF = range(6)
 #: Rows of a batch's arena table after the hidden layers: [Y_ROW, 0] logits, [Y_ROW, 1]
 #: their gradient, [Y_ROW, 2] and [Y_ROW, 3] the two backward buffers, [Y_ROW, 4] the
 #: float size of the arena, [Y_ROW, 5] the size of ``masks``; [LIST_ROW, 0] the size of
-#: ``lists`` (0 above SMALL_BATCH), [LIST_ROW, 1] a list's stride.
+#: ``lists`` (0 above SMALL_BATCH).
 Y_ROW_FROM_END, LIST_ROW_FROM_END = 2, 1
 
 
@@ -111,10 +111,8 @@ def arena_layout(n, layout, use_dropout, table):
     table[y, 4] = off
     table[y, 5] = moff
     lr = table.shape[0] - LIST_ROW_FROM_END
-    stride = layout[0, D_IN] + LANES + 1
-    table[lr, 0] = n * stride if n <= SMALL_BATCH else 0
-    table[lr, 1] = stride
-    for c in range(2, 6):
+    table[lr, 0] = n * list_stride(layout[0, D_IN]) if n <= SMALL_BATCH else 0
+    for c in range(1, 6):
         table[lr, c] = 0
     return off
 
@@ -185,12 +183,7 @@ def _forward(x, flat, layout, stats, arena, masks, lists, table, act, train, bn_
         if l == 0 and lists.size > 0:
             # Zero-skipping first layer: each row's non-zero inputs listed once, reused
             # by the backward pass for dW1.
-            stride = table[table.shape[0] - LIST_ROW_FROM_END, 1]
-            for i in range(n):
-                row = lists[i * stride:(i + 1) * stride]
-                count = nonzero_columns(x, i, row)
-                row[stride - 1] = count
-                gather_dot(x, i, row, count, W, z)
+            gather_rows(x, lists, W, z)
         else:
             _product(a, W, z)
         if bn:
@@ -323,12 +316,8 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
         gW = _matrix(grads, w0, d_in, d)
         if l == 0:
             if lists.size > 0:
-                stride = table[table.shape[0] - LIST_ROW_FROM_END, 1]
                 fill_zero(gW)
-                one = gW.dtype.type(1.0)
-                for i in range(n):
-                    row = lists[i * stride:(i + 1) * stride]
-                    scatter_axpy(one, x, i, row, row[stride - 1], dz, gW)
+                scatter_rows(gW.dtype.type(1.0), x, lists, dz, gW)
             else:
                 _weight_grad(x, dz, gW)
             break

@@ -28,7 +28,8 @@ from numba import njit, prange
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import PARALLEL_MIN_ROWS, SMALL_BATCH, require_c_contiguous, twins
 from .affine import column_sum, fill_zero, matmul_loops, rank1_loops
-from ._sparse import LANES, gather_dot, nonzero_columns, scatter_axpy
+from ._sparse import (LANES, gather_rows, list_stride, nonzero_columns, scatter_axpy,
+                      scatter_rows)
 from .sgd import sgd_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 from .softmax import _row
@@ -91,30 +92,16 @@ _rows_serial, _rows_parallel = twins(_rows_body)
 @njit(cache=True, nogil=True)
 def _list_nonzeros(x, W1, h, dW1, small):
     # For small batches, h = x @ W1 from lists of each row's non-zero inputs (see ._sparse),
-    # kept in dW1's storage for W1's update: row i's list at lists[i * stride:], its length
-    # in the list's last slot. Returns (lists, stride); stride 0 means nothing was listed
-    # and h was not written: a large batch, or dW1 too small to hold the lists (a hidden
-    # layer narrower than the batch).
+    # kept in dW1's storage for W1's update. Returns (lists, stride); stride 0 means
+    # nothing was listed and h was not written: a large batch, or dW1 too small to hold the
+    # lists (a hidden layer narrower than the batch).
     n, d = x.shape
-    stride = d + LANES + 1
+    stride = list_stride(d)
     lists = dW1.reshape(dW1.size).view(np.int32)
     if not small or n * stride > lists.size:
         return lists, 0
-    for i in range(n):
-        row = lists[i * stride:(i + 1) * stride]
-        count = nonzero_columns(x, i, row)
-        row[stride - 1] = count
-        gather_dot(x, i, row, count, W1, h)
+    gather_rows(x, lists, W1, h)
     return lists, stride
-
-
-@njit(cache=True, nogil=True)
-def _update_listed(x, dh, W1, lr, lists, stride):
-    # W1 -= lr * x.T @ dh over the rows of W1 listed by _list_nonzeros: no scan of x.
-    step = -W1.dtype.type(lr)  # W1 + (-lr * x) * dh: the same bits as W1 - (lr * x) * dh
-    for i in range(x.shape[0]):
-        row = lists[i * stride:(i + 1) * stride]
-        scatter_axpy(step, x, i, row, row[stride - 1], dh, W1)
 
 
 @njit(cache=True, nogil=True)
@@ -206,7 +193,8 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     column_sum(dh, db1)
     if lr > 0:
         if stride > 0:
-            _update_listed(x, dh, W1, lr, lists, stride)
+            # W1 + (-lr * x) * dh: the same bits as W1 - (lr * x) * dh
+            scatter_rows(-W1.dtype.type(lr), x, lists, dh, W1)
         elif small:
             rank1_loops(-lr, x, dh, W1)
         else:
