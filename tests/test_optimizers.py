@@ -694,3 +694,31 @@ def test_load_state_dict_errors_change_nothing(rng):
                                          "expected no entries"):
         O.SGD().load_state_dict({"v/W1": np.ones(2)})
     O.SGD().load_state_dict({})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "rmsprop", "adam"])
+def test_decaying_state_never_stays_subnormal(name, dtype):
+    """Where the gradient is 0 the state decays geometrically; once below the smallest
+    normal number it is set to 0 (subnormal arithmetic runs in microcode, several times
+    slower), and NaN stays NaN."""
+    from fastbp import kernels as K
+    tiny = np.finfo(dtype).tiny
+    n = 5
+    param = np.ones(n, dtype)
+    grad = np.zeros(n, dtype)
+    s1 = np.array([tiny * 1.5, tiny * 4, 1.0, np.nan, -tiny * 1.01], dtype)
+    s2 = s1.copy()
+    calls = {
+        "momentum": lambda: K.momentum_update(param, grad, s1, 0.1, 0.5),
+        "nesterov": lambda: K.nesterov_update(param, grad, s1, 0.1, 0.5),
+        "rmsprop": lambda: K.rmsprop_update(param, grad, s1, 0.1, 0.5),
+        "adam": lambda: K.adam_update(param, grad, s1, s2, 0.1, 0.5, 0.5),
+    }
+    calls[name]()
+    for s in ((s1, s2) if name == "adam" else (s1,)):
+        assert s[0] == 0 and s[4] == 0  # halved: below tiny, flushed
+        assert s[1] == dtype(tiny * 2)  # still normal: kept, exactly
+        assert np.isnan(s[3])
+        finite = s[np.isfinite(s)]
+        assert not np.any((finite != 0) & (np.abs(finite) < tiny))

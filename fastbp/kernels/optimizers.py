@@ -34,6 +34,28 @@ SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
 EPS = 1e-7
 
 
+#: Below the smallest normal number of its dtype a decaying state value (momentum's v,
+#: RMSprop's h, Adam's m and v where the gradient stays 0, e.g. weights of always-blank
+#: pixels) is set to 0. Left alone, these values spend thousands of steps as subnormal
+#: numbers, which x86 CPUs handle in microcode: measured on Fashion-MNIST, 784-100x4-10,
+#: Adam, float32, after 3000 steps 4653 of Adam's m were subnormal and its pass over the
+#: parameters took 2.8x as long as with them flushed (docs/decisions/subnormal-state.md).
+#: The difference to the book's IEEE arithmetic is below 1.2e-38 (float32) per value.
+SMALLEST_NORMAL32 = 1.1754943508222875e-38
+SMALLEST_NORMAL64 = 2.2250738585072014e-308
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _smallest_normal(a):
+    return a.dtype.type(SMALLEST_NORMAL32 if a.itemsize == 4 else SMALLEST_NORMAL64)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _flushed(value, tiny, zero):
+    # `abs(value) < tiny` is False for NaN: NaN stays NaN.
+    return zero if abs(value) < tiny else value
+
+
 # The bodies run on 1-D arrays. `if wd != 0` keeps decay=0 the book's arithmetic exactly
 # (`grad + 0 * param` would turn an infinite parameter's gradient into NaN); the condition
 # does not depend on i, so LLVM hoists it out of the loop and both loops vectorize.
@@ -51,6 +73,8 @@ def _sgd_decay_body(param, grad, lr, decay):
 
 def _momentum_body(param, grad, v, lr, momentum, decay):
     t = param.dtype.type
+    tiny = _smallest_normal(param)
+    zero = t(0)
     step = t(lr)
     mu = t(momentum)
     wd = t(decay)
@@ -58,13 +82,15 @@ def _momentum_body(param, grad, v, lr, momentum, decay):
         g = grad[i]
         if wd != 0:
             g = g + wd * param[i]
-        vi = mu * v[i] - step * g
+        vi = _flushed(mu * v[i] - step * g, tiny, zero)
         v[i] = vi
         param[i] += vi
 
 
 def _nesterov_body(param, grad, v, lr, momentum, decay):
     t = param.dtype.type
+    tiny = _smallest_normal(param)
+    zero = t(0)
     step = t(lr)
     mu = t(momentum)
     # The book computes these two products of Python floats in float64.
@@ -82,7 +108,7 @@ def _nesterov_body(param, grad, v, lr, momentum, decay):
         param[i] = p
         vi *= mu
         vi -= step * g
-        v[i] = vi
+        v[i] = _flushed(vi, tiny, zero)
 
 
 def _adagrad_body(param, grad, h, lr, decay):
@@ -101,6 +127,8 @@ def _adagrad_body(param, grad, h, lr, decay):
 
 def _rmsprop_body(param, grad, h, lr, decay_rate, decay):
     t = param.dtype.type
+    tiny = _smallest_normal(param)
+    zero = t(0)
     step = t(lr)
     rho = t(decay_rate)
     keep = t(1.0 - decay_rate)
@@ -112,12 +140,15 @@ def _rmsprop_body(param, grad, h, lr, decay_rate, decay):
             g = g + wd * param[i]
         hi = h[i] * rho
         hi += keep * g * g
+        hi = _flushed(hi, tiny, zero)
         h[i] = hi
         param[i] -= step * g / (np.sqrt(hi) + eps)
 
 
 def _adam_body(param, grad, m, v, lr_t, beta1, beta2, decay):
     t = param.dtype.type
+    tiny = _smallest_normal(param)
+    zero = t(0)
     step = t(lr_t)
     c1 = t(1.0 - beta1)
     c2 = t(1.0 - beta2)
@@ -129,9 +160,11 @@ def _adam_body(param, grad, m, v, lr_t, beta1, beta2, decay):
             g = g + wd * param[i]
         mi = m[i]
         mi += c1 * (g - mi)
+        mi = _flushed(mi, tiny, zero)
         m[i] = mi
         vi = v[i]
         vi += c2 * (g * g - vi)
+        vi = _flushed(vi, tiny, zero)
         v[i] = vi
         param[i] -= step * mi / (np.sqrt(vi) + eps)
 
