@@ -17,12 +17,13 @@ from .layers import (Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Re
                      SoftmaxWithLoss)
 from .multilayer import MultiLayerNet, MultiLayerNetExtend
 from .network import TwoLayerNet, gradient_check
+from .trainer import Trainer
 from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout",
-    "BatchNormalization", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "optimizers",
+    "BatchNormalization", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "optimizers", "Trainer",
     "gradient_check", "set_num_threads", "get_num_threads",
 ]

@@ -1,15 +1,25 @@
-"""Training history and ``.npz`` checkpoints (weights + history + settings).
+"""Training history and ``.npz`` checkpoints (network, optimizer, history, settings).
 
-A checkpoint is a plain ``.npz`` archive: one array per parameter
-(``param_W1`` ...), one per history column (``history_step_loss`` ...), and a
-0-d string array ``meta`` holding JSON. Nothing in it needs pickle, so it is
-loaded with ``allow_pickle=False`` and a checkpoint from an untrusted source
-cannot run code. Files are written to a temporary name and renamed, so a crash
+A checkpoint is a plain ``.npz`` archive and a 0-d string array ``meta`` holding JSON:
+
+* format version 1, a :class:`fastbp.TwoLayerNet` (or any network with its four
+  parameters): one array per parameter (``param_W1`` ...);
+* format version 2, a :class:`fastbp.MultiLayerNet` / :class:`fastbp.MultiLayerNetExtend`:
+  every array of the network's ``get_state()`` (``state_W1`` ..., BatchNorm running
+  statistics, Dropout's generator position) and of the optimizer's ``state_dict()``
+  (``optim_m/W1`` ..., ``optim_iter``); ``meta`` holds the network's configuration and the
+  optimizer's class name and hyperparameters, so both are rebuilt exactly;
+
+plus one array per history column (``history_step_loss`` ...). A two-layer checkpoint
+is still written as version 1, readable by older fastbp. Nothing in a checkpoint needs
+pickle, so it is loaded with ``allow_pickle=False`` and a checkpoint from an untrusted
+source cannot run code. Files are written to a temporary name and renamed, so a crash
 while saving leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -21,8 +31,18 @@ import numpy as np
 __all__ = ["Checkpoint", "History", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "fastbp-checkpoint"
-VERSION = 1
+#: Newest format version this fastbp reads; it writes 1 for two-layer networks, 2 for
+#: multi-layer ones.
+VERSION = 2
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
+#: Network classes of :mod:`fastbp.multilayer` a version-2 checkpoint may hold.
+MULTILAYER = ("MultiLayerNet", "MultiLayerNetExtend")
+#: Optimizer classes of :mod:`fastbp.optimizers` a checkpoint may name.
+OPTIMIZERS = ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam")
+#: Keys of ``meta`` that :func:`save_checkpoint` writes itself.
+RESERVED = ("format", "version", "network", "input_size", "hidden_size", "output_size",
+            "dtype", "activation", "weight_init_std", "weight_decay_lambda", "use_dropout",
+            "dropout_ratio", "use_batchnorm", "net_seed", "optimizer", "optimizer_param")
 
 
 @dataclass
@@ -78,31 +98,159 @@ class Checkpoint:
     Attributes
     ----------
     params : dict of str to numpy.ndarray
-        ``W1``, ``b1``, ``W2``, ``b2``.
+        The network's parameters: ``W1``, ``b1``, ``W2``, ``b2`` (two-layer), or every key
+        of a multi-layer network's ``params`` (with ``gamma{i}``, ``beta{i}``).
     history : History
     meta : dict
-        Settings of the run: ``input_size``, ``hidden_size``,
-        ``output_size``, ``dtype``, ``seed``, ``batch_size``, ``lr``,
-        ``iterations`` and anything the caller added (e.g. ``dataset``).
+        Settings of the run: ``input_size``, ``hidden_size`` (an int for a two-layer
+        network, a list for a multi-layer one), ``output_size``, ``dtype``, ``seed``,
+        ``batch_size``, ``lr``, ``iterations`` and anything the caller added (e.g.
+        ``dataset``); for a multi-layer network also ``network`` (its class name), its
+        configuration (``activation``, ``weight_init_std``, ``weight_decay_lambda``,
+        ``use_dropout``, ``dropout_ratio``, ``use_batchnorm``, ``net_seed``),
+        ``optimizer`` (class name, or None) and ``optimizer_param`` (its hyperparameters).
+    net_state : dict of str to numpy.ndarray or None
+        A multi-layer network's ``get_state()``; None for a two-layer checkpoint.
+    optimizer_state : dict of str to numpy.ndarray or None
+        The optimizer's ``state_dict()``; None for a two-layer checkpoint or when no
+        optimizer was saved.
     """
 
     params: dict
     history: History
     meta: dict
+    net_state: dict | None = None
+    optimizer_state: dict | None = None
 
     @property
     def step(self) -> int:
         """Training steps done when the checkpoint was written."""
         return self.history.steps
 
+    @property
+    def network(self) -> str:
+        """Class name of the saved network: ``'TwoLayerNet'``, ``'MultiLayerNet'`` or
+        ``'MultiLayerNetExtend'``."""
+        return self.meta.get("network", "TwoLayerNet")
+
+    @property
+    def settings(self) -> dict:
+        """The network and optimizer settings, in one form for every format version (see
+        :func:`run_settings`)."""
+        return run_settings(self.meta)
+
     def make_net(self):
-        """Build a :class:`fastbp.TwoLayerNet` holding these weights."""
+        """Build the saved network: a :class:`fastbp.TwoLayerNet` holding these weights, or
+        a :class:`fastbp.MultiLayerNet` / :class:`fastbp.MultiLayerNetExtend` of the saved
+        configuration in the saved state (weights, BatchNorm running statistics, Dropout's
+        generator position)."""
+        m = self.meta
+        if self.network in MULTILAYER:
+            net = build_multilayer(m)
+            net.set_state(self.net_state)
+            return net
         from .network import TwoLayerNet  # late: the trainer must import without compiling kernels
 
-        m = self.meta
         net = TwoLayerNet(m["input_size"], m["hidden_size"], m["output_size"], dtype=np.dtype(m["dtype"]).type)
         load_params(net, self.params)
         return net
+
+    def make_optimizer(self, lr=None):
+        """Build the saved optimizer (:mod:`fastbp.optimizers`) in its saved state.
+
+        Parameters
+        ----------
+        lr : float, optional
+            A learning rate replacing the saved one.
+
+        Returns
+        -------
+        fastbp.optimizers.SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam
+            ``SGD(lr)`` for a two-layer checkpoint (``lr`` default: the run's, else the
+            book's 0.1).
+
+        Raises
+        ------
+        ValueError
+            If the checkpoint holds no optimizer, or `lr` is out of range.
+        """
+        from . import optimizers
+
+        if self.network not in MULTILAYER:
+            return optimizers.SGD(self.meta.get("lr", 0.1) if lr is None else lr)
+        name = self.meta.get("optimizer")
+        if name is None:
+            raise ValueError("this checkpoint holds no optimizer (saved with optimizer=None)")
+        opt = _build_optimizer(name, self.meta["optimizer_param"], lr)
+        opt.load_state_dict(self.optimizer_state)
+        return opt
+
+
+def run_settings(meta) -> dict:
+    """The network and optimizer settings of a checkpoint's ``meta`` (or of
+    :func:`multilayer_config`), in one form for two-layer and multi-layer networks.
+
+    Parameters
+    ----------
+    meta : dict
+        A checkpoint's ``meta``: ``hidden_size`` alone describes a two-layer network.
+
+    Returns
+    -------
+    dict
+        ``network`` (class name), ``hidden_size`` (list of int), ``activation``,
+        ``weight_init_std`` (None for a two-layer network: not recorded),
+        ``weight_decay`` (float), ``dropout`` (the ratio, 0.0 without Dropout),
+        ``batchnorm`` (bool), ``optimizer`` (class name, None if not recorded),
+        ``optimizer_param`` (its hyperparameters other than ``lr``).
+    """
+    if meta.get("network", "TwoLayerNet") not in MULTILAYER:
+        return dict(network="TwoLayerNet", hidden_size=[meta["hidden_size"]],
+                    activation="relu", weight_init_std=None, weight_decay=0.0,
+                    dropout=0.0, batchnorm=False, optimizer="SGD", optimizer_param={})
+    return dict(network=meta["network"], hidden_size=list(meta["hidden_size"]),
+                activation=meta["activation"], weight_init_std=meta["weight_init_std"],
+                weight_decay=float(meta["weight_decay_lambda"]),
+                dropout=float(meta["dropout_ratio"]) if meta["use_dropout"] else 0.0,
+                batchnorm=bool(meta["use_batchnorm"]), optimizer=meta.get("optimizer"),
+                optimizer_param={k: v for k, v in (meta.get("optimizer_param") or {}).items()
+                                 if k != "lr"})
+
+
+def build_multilayer(meta):
+    """A new network of the configuration in `meta` (as :func:`multilayer_config` returns
+    it), with fresh initial weights; TypeError/ValueError for a configuration the class
+    refuses."""
+    from .multilayer import MultiLayerNet, MultiLayerNetExtend
+
+    kw = dict(activation=meta["activation"], weight_init_std=meta["weight_init_std"],
+              weight_decay_lambda=meta["weight_decay_lambda"],
+              dtype=np.dtype(meta["dtype"]).type,
+              # A network built with seed=None drew its weights through np.random; seed 0
+              # here keeps np.random untouched (the weights come from the state anyway).
+              seed=0 if meta.get("net_seed") is None else meta["net_seed"])
+    if meta["network"] == "MultiLayerNetExtend":
+        return MultiLayerNetExtend(meta["input_size"], meta["hidden_size"], meta["output_size"],
+                                   use_dropout=meta["use_dropout"],
+                                   dropout_ration=meta["dropout_ratio"],
+                                   use_batchnorm=meta["use_batchnorm"], **kw)
+    return MultiLayerNet(meta["input_size"], meta["hidden_size"], meta["output_size"], **kw)
+
+
+def _build_optimizer(name, hyper, lr=None):
+    from . import optimizers
+
+    hyper = dict(hyper)
+    if lr is not None:
+        hyper["lr"] = lr
+    return getattr(optimizers, name)(**hyper)
+
+
+def hyperparameters(optimizer) -> dict:
+    """``{name: value}`` of the constructor arguments of `optimizer` (the book's classes
+    store each under its own name)."""
+    return {name: float(getattr(optimizer, name))
+            for name in inspect.signature(type(optimizer)).parameters}
 
 
 def load_params(net, params) -> None:
@@ -115,36 +263,110 @@ def load_params(net, params) -> None:
         dst[...] = src
 
 
-def save_checkpoint(path: str | os.PathLike, net, history: History, **meta) -> Path:
-    """Write ``net``'s weights, ``history`` and ``meta`` to ``path`` atomically.
+def is_multilayer(net) -> bool:
+    """Whether `net` is one of fastbp's multi-layer networks (saved with its ``get_state()``
+    and configuration) rather than a two-layer one (saved as its four parameters)."""
+    return hasattr(net, "get_state") and hasattr(net, "hidden_size_list")
+
+
+def _two_layer_entries(net, optimizer):
+    if optimizer is not None and type(optimizer).__name__ != "SGD":
+        raise ValueError(f"a two-layer network's checkpoint holds no optimizer state; "
+                         f"optimizer must be None or SGD, got {type(optimizer).__name__}")
+    W1, W2 = net.params["W1"], net.params["W2"]
+    info = {
+        "format": FORMAT,
+        "version": 1,
+        "input_size": int(W1.shape[0]),
+        "hidden_size": int(W1.shape[1]),
+        "output_size": int(W2.shape[1]),
+        "dtype": np.dtype(W1.dtype).name,
+    }
+    return info, {f"param_{k}": np.asarray(net.params[k]) for k in PARAM_NAMES}
+
+
+def multilayer_config(net) -> dict:
+    """The configuration of a :class:`fastbp.MultiLayerNet` / :class:`fastbp.MultiLayerNetExtend`
+    as stored in a checkpoint's ``meta`` (JSON types): ``network`` (class name),
+    ``input_size``, ``hidden_size`` (list), ``output_size``, ``dtype``, ``activation``,
+    ``weight_init_std``, ``weight_decay_lambda``, ``use_dropout``, ``dropout_ratio``,
+    ``use_batchnorm``, ``net_seed``."""
+    from .multilayer import MultiLayerNetExtend
+
+    init = net.weight_init_std
+    return {
+        "network": "MultiLayerNetExtend" if isinstance(net, MultiLayerNetExtend) else "MultiLayerNet",
+        "input_size": int(net.input_size),
+        "hidden_size": [int(h) for h in net.hidden_size_list],
+        "output_size": int(net.output_size),
+        "dtype": np.dtype(net.dtype).name,
+        "activation": net.activation,
+        "weight_init_std": init if isinstance(init, str) else float(init),
+        "weight_decay_lambda": float(net.weight_decay_lambda),
+        "use_dropout": bool(net.use_dropout),
+        "dropout_ratio": float(net.dropout_ratio),
+        "use_batchnorm": bool(net.use_batchnorm),
+        "net_seed": None if net.seed is None else int(net.seed),
+    }
+
+
+def _multilayer_entries(net, optimizer):
+    info = {"format": FORMAT, "version": 2, **multilayer_config(net),
+            "optimizer": None, "optimizer_param": None}
+    arrays = {f"state_{k}": v for k, v in net.get_state().items()}
+    if optimizer is not None:
+        name = type(optimizer).__name__
+        if name not in OPTIMIZERS or not hasattr(optimizer, "state_dict"):
+            raise TypeError(f"optimizer must be one of fastbp.optimizers ({', '.join(OPTIMIZERS)}), "
+                            f"got {type(optimizer).__name__}")
+        info["optimizer"] = name
+        info["optimizer_param"] = hyperparameters(optimizer)
+        arrays.update((f"optim_{k}", v) for k, v in optimizer.state_dict().items())
+    return info, arrays
+
+
+def save_checkpoint(path: str | os.PathLike, net, history: History, *, optimizer=None,
+                    **meta) -> Path:
+    """Write ``net``'s weights (and state), ``optimizer``'s state, ``history`` and ``meta``
+    to ``path`` atomically.
 
     Parameters
     ----------
     path : str or os.PathLike
         Target file; ``.npz`` is not appended. Parent folders are created.
-    net : TwoLayerNet
-        Any object with a book-style ``params`` dict.
+    net : TwoLayerNet, MultiLayerNet or MultiLayerNetExtend
+        A multi-layer network (one with ``get_state``) is saved with its configuration and
+        whole state (format version 2); anything else must have a book-style ``params``
+        dict with ``W1``, ``b1``, ``W2``, ``b2`` (format version 1).
     history : History
+    optimizer : fastbp.optimizers.SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam, optional
+        Saved with a multi-layer network: class name, hyperparameters and
+        ``state_dict()``. A two-layer network trains with SGD, which has no state: None
+        or an ``SGD`` only.
     **meta
-        JSON-serialisable settings stored alongside (``seed``, ``lr`` ...).
+        JSON-serialisable settings stored alongside (``seed``, ``lr`` ...); the names in
+        :data:`RESERVED` are written by this function and refused here.
 
     Returns
     -------
     pathlib.Path
+
+    Raises
+    ------
+    TypeError
+        If ``optimizer`` is not one of :mod:`fastbp.optimizers`.
+    ValueError
+        If ``meta`` uses a reserved name, or a two-layer network comes with an optimizer
+        other than SGD.
     """
+    clash = sorted(set(meta) & set(RESERVED))
+    if clash:
+        raise ValueError(f"meta may not set {', '.join(clash)}: save_checkpoint writes them "
+                         f"from the network and optimizer")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    W1, W2 = net.params["W1"], net.params["W2"]
-    info = {
-        "format": FORMAT,
-        "version": VERSION,
-        "input_size": int(W1.shape[0]),
-        "hidden_size": int(W1.shape[1]),
-        "output_size": int(W2.shape[1]),
-        "dtype": np.dtype(W1.dtype).name,
-        **meta,
-    }
-    arrays = {f"param_{k}": np.asarray(net.params[k]) for k in PARAM_NAMES}
+    info, arrays = (_multilayer_entries if is_multilayer(net) else _two_layer_entries)(net, optimizer)
+    info.update(meta)
     arrays.update(history.to_arrays())
     arrays["meta"] = np.array(json.dumps(info))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -161,7 +383,7 @@ def save_checkpoint(path: str | os.PathLike, net, history: History, **meta) -> P
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint` (any format version).
 
     Parameters
     ----------
@@ -176,7 +398,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     FileNotFoundError
         ``path`` does not exist.
     ValueError
-        The file is not a fastbp checkpoint, or is damaged.
+        The file is not a fastbp checkpoint, or is damaged or inconsistent (the message
+        names the file).
     """
     path = Path(path)
     try:
@@ -190,7 +413,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         meta = json.loads(str(arrays["meta"][()]))
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise KeyError("format")
-        params = {k: arrays[f"param_{k}"] for k in PARAM_NAMES}
         history = History.from_arrays(arrays)
     except (KeyError, ValueError, IndexError, TypeError) as exc:
         raise ValueError(f"{path}: not a fastbp checkpoint (missing or bad entry {exc})") from exc
@@ -199,21 +421,32 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise ValueError(f"{path}: damaged checkpoint: bad format version {version!r}")
     if version > VERSION:
         raise ValueError(f"{path}: checkpoint format version {meta['version']} is newer than this fastbp ({VERSION})")
-    problem = _check_contents(meta, params, arrays)
+    net_state = optimizer_state = None
+    if version >= 2 and meta.get("network") is not None:
+        net_state = {k[len("state_"):]: a for k, a in arrays.items() if k.startswith("state_")}
+        optimizer_state = {k[len("optim_"):]: a for k, a in arrays.items() if k.startswith("optim_")}
+        problem, params = _check_multilayer(meta, net_state, optimizer_state)
+    else:
+        try:
+            params = {k: arrays[f"param_{k}"] for k in PARAM_NAMES}
+        except KeyError as exc:
+            raise ValueError(f"{path}: not a fastbp checkpoint (missing or bad entry {exc})") from exc
+        problem = _check_contents(meta, params)
+    problem = problem or _check_history(arrays)
     if problem:
         raise ValueError(f"{path}: damaged checkpoint: {problem}")
-    return Checkpoint(params=params, history=history, meta=meta)
+    return Checkpoint(params=params, history=history, meta=meta, net_state=net_state,
+                      optimizer_state=optimizer_state if meta.get("optimizer") else None)
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_contents(meta, params, arrays):
-    """What is inconsistent in a checkpoint that unzipped fine, or None: the sizes and
-    dtype in ``meta`` must describe the parameter arrays, and the history columns must be
-    1-D real numbers of consistent lengths (so a damaged file fails here, naming the file,
-    not later inside the trainer)."""
+def _check_contents(meta, params):
+    """What is inconsistent in a two-layer checkpoint that unzipped fine, or None: the sizes
+    and dtype in ``meta`` must describe the parameter arrays (so a damaged file fails
+    here, naming the file, not later inside the trainer)."""
     sizes = {}
     for key in ("input_size", "hidden_size", "output_size"):
         v = meta.get(key)
@@ -227,6 +460,63 @@ def _check_contents(meta, params, arrays):
         a = params[name]
         if a.dtype.kind != "f" or a.shape != shape:
             return f"{name} is {a.dtype} of shape {a.shape}, expected {meta['dtype']} {shape}"
+    return None
+
+
+def _check_multilayer(meta, state, opt_state):
+    """``(problem or None, params)`` for a multi-layer checkpoint: the configuration in
+    ``meta`` must build a network (its own checks), whose ``set_state`` accepts ``state``;
+    the optimizer named must accept its hyperparameters and ``opt_state``, whose arrays
+    must fit the parameters."""
+    if meta.get("network") not in MULTILAYER:
+        return f"meta network is {meta.get('network')!r}, expected one of {', '.join(MULTILAYER)}", {}
+    for key in ("input_size", "output_size"):
+        v = meta.get(key)
+        if not _is_int(v) or v < 1:
+            return f"meta {key} is {v!r}, expected a positive integer", {}
+    hidden = meta.get("hidden_size")
+    if not isinstance(hidden, list) or not hidden or not all(_is_int(h) and h >= 1 for h in hidden):
+        return f"meta hidden_size is {hidden!r}, expected a list of positive integers", {}
+    if meta.get("dtype") not in ("float32", "float64"):
+        return f"meta dtype is {meta.get('dtype')!r}, expected 'float32' or 'float64'", {}
+    flags = ("use_dropout", "use_batchnorm")
+    if not all(isinstance(meta.get(k), bool) for k in flags):
+        return f"meta {', '.join(flags)} must be true or false, got {[meta.get(k) for k in flags]}", {}
+    if not (meta.get("net_seed") is None or (_is_int(meta["net_seed"]) and meta["net_seed"] >= 0)):
+        return f"meta net_seed is {meta['net_seed']!r}, expected null or an integer >= 0", {}
+    try:
+        net = build_multilayer(meta)
+        net.set_state(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the network's configuration or state does not fit ({exc})", {}
+    params = {k: state[k] for k in net.params}
+    name = meta.get("optimizer")
+    if name is None:
+        return (f"{len(opt_state)} optimizer arrays but no optimizer" if opt_state else None), params
+    if name not in OPTIMIZERS:
+        return f"meta optimizer is {name!r}, expected one of {', '.join(OPTIMIZERS)} or null", params
+    hyper = meta.get("optimizer_param")
+    if not isinstance(hyper, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in hyper.values()):
+        return f"meta optimizer_param is {hyper!r}, expected a dict of numbers", params
+    try:
+        opt = _build_optimizer(name, hyper)
+        opt.load_state_dict(opt_state)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the optimizer's settings or state do not fit ({exc})", params
+    for k, a in opt_state.items():
+        key = k.partition("/")[2]
+        if k != "iter" and (key not in params or a.shape != params[key].shape
+                            or a.dtype != params[key].dtype):
+            return (f"optimizer state {k} is {a.dtype} {a.shape}, the parameter "
+                    f"{key!r} is {getattr(params.get(key), 'dtype', None)} "
+                    f"{getattr(params.get(key), 'shape', None)}"), params
+    return None, params
+
+
+def _check_history(arrays):
+    """What is wrong with the history columns, or None: 1-D real numbers, one length for
+    every per-evaluation column."""
     lengths = {}
     for f in fields(History):
         a = arrays[f"history_{f.name}"]

@@ -4,8 +4,8 @@ Each subcommand is a ``_add_<name>(subparsers)`` function that declares its
 arguments and a ``cmd_<name>(args) -> int`` function that runs it; adding a
 subcommand means writing those two and listing the first in
 :data:`SUBCOMMANDS`. Errors a user can cause (bad arguments, missing data,
-a bad checkpoint) end with one ``fastbp: error: ...`` line and exit status 2,
-never a traceback.
+a bad or mismatched checkpoint, a run that diverges) end with one
+``fastbp: error: ...`` line and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy as np
 BOOK = {"iterations": 10000, "batch_size": 100, "lr": 0.1, "hidden": 50, "dtype": "float32", "dataset": "mnist"}
 DATASET_CHOICES = ("mnist", "fashion-mnist")
 DTYPE_CHOICES = ("float32", "float64")
+ACTIVATION_CHOICES = ("relu", "sigmoid")
+OPTIMIZER_CHOICES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 
 
 class UsageError(Exception):
@@ -61,6 +63,54 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _hidden_sizes(text: str):
+    """``"50"`` -> 50 (the two-layer network's hidden size); ``"100,100"`` -> [100, 100]."""
+    parts = [p.strip() for p in text.split(",")]
+    if parts and not parts[-1] and len(parts) > 1:
+        parts.pop()  # a trailing comma
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or a comma-separated list such as "
+                                         f"100,100,100, got {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _init(text: str):
+    """``he``, ``xavier`` or a positive standard deviation."""
+    if text.lower() in ("he", "xavier"):
+        return text.lower()
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected he, xavier or a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected he, xavier or a positive number, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _add_data_args(p):
     p.add_argument("--dataset", choices=DATASET_CHOICES, default=None,
                    help=f"dataset (default {BOOK['dataset']}; with --resume, the checkpoint's)")
@@ -70,17 +120,34 @@ def _add_data_args(p):
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the book's two-layer network (ch. 5) with a progress bar",
+    p = sub.add_parser("train", help="train the book's networks (ch. 5 and 6) with a progress bar",
                        description="Train the book's TwoLayerNet with random mini-batch SGD. "
-                                   "Defaults reproduce the book: 10000 iterations, batch 100, lr 0.1, hidden 50.")
+                                   "Defaults reproduce the book: 10000 iterations, batch 100, lr 0.1, hidden 50. "
+                                   "A list of hidden sizes or any of --activation, --init, --optimizer, "
+                                   "--weight-decay, --dropout, --batchnorm trains the book's chapter-6 "
+                                   "MultiLayerNet(Extend) instead (defaults: relu, He init, SGD).")
     _add_data_args(p)
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, metavar="N", help="train N epochs (N * train_size // batch)")
     length.add_argument("--iters", type=_positive_int, metavar="N",
                         help=f"total training steps (default {BOOK['iterations']}; counts steps before --resume)")
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help=f"mini-batch size (default {BOOK['batch_size']})")
-    p.add_argument("--hidden", type=_positive_int, metavar="H", help=f"hidden units (default {BOOK['hidden']})")
-    p.add_argument("--lr", type=_positive_float, help=f"learning rate (default {BOOK['lr']})")
+    p.add_argument("--hidden", type=_hidden_sizes, metavar="H[,H...]",
+                   help=f"hidden units (default {BOOK['hidden']}); a list such as 100,100,100,100 trains "
+                        "a MultiLayerNet with one hidden layer each")
+    p.add_argument("--activation", type=str.lower, choices=ACTIVATION_CHOICES,
+                   help="hidden activation of a MultiLayerNet (default relu)")
+    p.add_argument("--init", type=_init, metavar="he|xavier|STD",
+                   help="initial weights of a MultiLayerNet: He, Xavier or this standard deviation (default he)")
+    p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZER_CHOICES,
+                   help="optimizer of a MultiLayerNet (default sgd)")
+    p.add_argument("--lr", type=_positive_float,
+                   help=f"learning rate (default {BOOK['lr']}; with --optimizer etc. the optimizer's: 0.01, adam 0.001)")
+    p.add_argument("--weight-decay", type=_nonneg_float, metavar="L", help="L2 weight decay lambda (default 0)")
+    p.add_argument("--dropout", type=_ratio, metavar="R",
+                   help="Dropout ratio after each hidden activation, in [0, 1) (default 0: none)")
+    p.add_argument("--batchnorm", action="store_true", default=None,
+                   help="BatchNorm before each hidden activation")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, help=f"network dtype (default {BOOK['dtype']})")
     p.add_argument("--seed", type=_nonneg_int, help="seed for weights and mini-batches (default: random, printed)")
     p.add_argument("--threads", type=_positive_int, metavar="T", help="threads for the compiled kernels")
@@ -187,8 +254,36 @@ def _one_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- train
 
 
+#: Options of ``fastbp train`` that fix the network or the optimizer: (option, key of
+#: :attr:`fastbp.checkpoint.Checkpoint.settings`).
+_NETWORK_OPTIONS = (("hidden", "hidden_size"), ("activation", "activation"), ("init", "weight_init_std"),
+                    ("optimizer", "optimizer"), ("weight_decay", "weight_decay"), ("dropout", "dropout"),
+                    ("batchnorm", "batchnorm"))
+_INIT_ALIASES = {"relu": "he", "sigmoid": "xavier"}
+
+
+def _normalized(key, value):
+    """A network setting in one comparable form (CLI option or checkpoint value)."""
+    if value is None:
+        return None
+    if key == "hidden_size":
+        return [value] if isinstance(value, int) else list(value)
+    if key == "optimizer":
+        return value.lower()
+    if key == "weight_init_std" and isinstance(value, str):
+        return _INIT_ALIASES.get(value.lower(), value.lower())
+    return value
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
 def _resolve_train_settings(args):
-    """Merge CLI options, the checkpoint's settings (with --resume) and the book's defaults."""
+    """Load the checkpoint of --resume (None without) and refuse options that conflict with
+    it; return ``(checkpoint, dataset, dtype)``."""
     from .checkpoint import load_checkpoint
 
     ckpt = None
@@ -196,23 +291,27 @@ def _resolve_train_settings(args):
     if args.resume:
         ckpt = load_checkpoint(args.resume)
         meta = ckpt.meta
-        for opt, key in (("hidden", "hidden_size"), ("dtype", "dtype"), ("dataset", "dataset")):
+        for opt, key in (("dtype", "dtype"), ("dataset", "dataset")):
             given = getattr(args, opt)
             if given is not None and key in meta and str(given) != str(meta[key]):
                 raise UsageError(f"--{opt} {given} conflicts with the checkpoint's {meta[key]}; drop --{opt} to resume")
+        settings = ckpt.settings
+        for opt, key in _NETWORK_OPTIONS:
+            given, stored = _normalized(key, getattr(args, opt)), _normalized(key, settings[key])
+            if given is None or (key == "optimizer" and stored is None):
+                continue  # not given, or a checkpoint saved without an optimizer
+            if given != stored:
+                flag = "--" + opt.replace("_", "-")
+                if key == "batchnorm":  # a flag without a value: only True can be given
+                    raise UsageError(f"--batchnorm conflicts with the checkpoint's {settings['network']}, "
+                                     "which has no BatchNorm; drop --batchnorm to resume")
+                raise UsageError(f"{flag} {_shown(given)} conflicts with the checkpoint's {_shown(stored)} "
+                                 f"(a {settings['network']}); drop {flag} to resume")
         if args.seed is not None and args.seed != meta.get("seed"):
             raise UsageError(f"--seed {args.seed} conflicts with the checkpoint's seed {meta.get('seed')}; drop --seed")
-
-    def pick(value, key, default):
-        return value if value is not None else meta.get(key, default)
-
-    return ckpt, dict(
-        dataset=pick(args.dataset, "dataset", BOOK["dataset"]),
-        batch_size=pick(args.batch_size, "batch_size", BOOK["batch_size"]),
-        lr=pick(args.lr, "lr", BOOK["lr"]),
-        hidden=pick(args.hidden, "hidden_size", BOOK["hidden"]),
-        dtype=pick(args.dtype, "dtype", BOOK["dtype"]),
-    )
+    dataset = args.dataset if args.dataset is not None else meta.get("dataset", BOOK["dataset"])
+    dtype = args.dtype if args.dtype is not None else meta.get("dtype", BOOK["dtype"])
+    return ckpt, dataset, dtype
 
 
 def cmd_train(args) -> int:
@@ -220,18 +319,23 @@ def cmd_train(args) -> int:
     from tqdm.auto import tqdm
 
     from .datasets import load_mnist
-    from .train import plot_history, train
+    from .train import describe, plot_history, train
 
-    ckpt, s = _resolve_train_settings(args)
+    ckpt, dataset, dtype = _resolve_train_settings(args)
     _set_threads(args.threads)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)  # fail before loading data and training, not after
     ckpt_path = out / "checkpoint.npz" if out else None
-    data = load_mnist(dataset=s["dataset"], data_dir=args.data_dir, download=not args.no_download)
+    data = load_mnist(dataset=dataset, data_dir=args.data_dir, download=not args.no_download)
 
     header = f"{'epoch':>7} {'step':>7} {'loss':>8} {'train acc':>9} {'test acc':>9} {'seconds':>8}"
     printed_header = False
+
+    def on_start(net, optimizer):
+        print(f"fastbp train: {dataset}, {len(data[0][0])} train / {len(data[1][0])} test images, "
+              f"{describe(net, optimizer)}, batch {batch_size}, {np.dtype(net.params['W1'].dtype).name}"
+              + (f", resuming at step {ckpt.step}" if ckpt else ""), flush=True)
 
     def on_epoch(rec):
         nonlocal printed_header
@@ -242,25 +346,31 @@ def cmd_train(args) -> int:
         tqdm.write(f"{epoch:>7} {rec.step:>7} {rec.loss:8.4f} {rec.train_acc:9.4f} {rec.test_acc:9.4f} "
                    f"{rec.seconds:8.2f}")
 
-    print(f"fastbp train: {s['dataset']}, {len(data[0][0])} train / {len(data[1][0])} test images, "
-          f"hidden {s['hidden']}, batch {s['batch_size']}, lr {s['lr']}, {s['dtype']}"
-          + (f", resuming at step {ckpt.step}" if ckpt else ""), flush=True)
+    batch_size = args.batch_size if args.batch_size is not None else (ckpt.meta if ckpt else {}).get(
+        "batch_size", BOOK["batch_size"])
     t0 = time.perf_counter()
     try:
         result = train(
             data,
             iterations=args.iters,
             epochs=args.epochs,
-            batch_size=s["batch_size"],
-            lr=s["lr"],
-            hidden_size=s["hidden"],
-            dtype=np.dtype(s["dtype"]).type,
+            batch_size=batch_size,
+            lr=args.lr,
+            hidden_size=args.hidden,
+            activation=args.activation,
+            weight_init_std=args.init,
+            optimizer=args.optimizer,
+            weight_decay=args.weight_decay,
+            dropout=args.dropout,
+            batchnorm=args.batchnorm,
+            dtype=np.dtype(dtype).type,
             seed=args.seed,
             resume=ckpt,
             checkpoint=ckpt_path,
-            checkpoint_meta={"dataset": s["dataset"]},
+            checkpoint_meta={"dataset": dataset},
             eval_chunk=args.eval_chunk,
             progress=not args.no_progress,
+            on_start=on_start,
             on_epoch=on_epoch,
         )
     except KeyboardInterrupt:
@@ -274,8 +384,7 @@ def cmd_train(args) -> int:
           f"{tm['steps_per_second']:.0f} steps/s; "
           f"final test acc {h.test_acc[-1]:.4f}; seed {result.seed}")
     if out:
-        png = plot_history(h, out / "curves.png",
-                           title=f"{s['dataset']}: hidden {s['hidden']}, batch {s['batch_size']}, lr {s['lr']}")
+        png = plot_history(h, out / "curves.png", title=f"{dataset}: {result.title}, batch {batch_size}")
         print(f"wrote {ckpt_path} and {png}")
     return 0
 
@@ -330,7 +439,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     # OSError covers unwritable --out folders and unreadable files as well as FileNotFoundError.
-    except (UsageError, DatasetNotFoundError, OSError, ValueError, TypeError) as exc:
+    # FloatingPointError: training diverged (a NaN loss); the last checkpoint is kept.
+    except (UsageError, DatasetNotFoundError, OSError, ValueError, TypeError, FloatingPointError) as exc:
         print(f"fastbp: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

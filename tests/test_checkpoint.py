@@ -1,4 +1,5 @@
-"""Crash safety of fastbp.checkpoint: a write killed midway, damaged files.
+"""Crash safety of fastbp.checkpoint: a write killed midway, damaged files; format version 2
+(a multi-layer network with its optimizer) and the version-1 files of two-layer networks.
 
 A checkpoint is written to a temporary file and renamed over the old one, so a process
 killed while writing (SIGKILL: no handler, no cleanup) leaves the previous checkpoint
@@ -17,7 +18,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastbp.checkpoint import History, load_checkpoint, save_checkpoint
+from fastbp import optimizers
+from fastbp.checkpoint import History, hyperparameters, load_checkpoint, save_checkpoint
+from fastbp.multilayer import MultiLayerNet, MultiLayerNetExtend
+from fastbp.network import TwoLayerNet
 
 
 class Net:
@@ -259,3 +263,181 @@ def test_directory_or_unreadable_path(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.npz")
 
+
+
+# -- format version 2: a multi-layer network with its optimizer ------------------------------
+
+BATCH = (np.random.default_rng(0).random((4, 3)), np.array([0, 1, 1, 0]))
+
+
+def tiny_multilayer(optimizer="Adam", steps=2):
+    """A 3-2-2 MultiLayerNetExtend with BatchNorm and Dropout after `steps` steps."""
+    net = MultiLayerNetExtend(3, [2], 2, use_batchnorm=True, use_dropout=True, seed=0)
+    opt = getattr(optimizers, optimizer)()
+    for _ in range(steps):
+        net.train_step(*BATCH, opt)
+    return net, opt
+
+
+def same_v2(ckpt, net, opt, hist):
+    """The checkpoint rebuilds `net` and `opt` exactly, and holds `hist`."""
+    a, b = ckpt.make_net().get_state(), net.get_state()
+    sa, sb = ckpt.make_optimizer().state_dict(), opt.state_dict()
+    return (a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+            and sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+            and ckpt.history == hist)
+
+
+@pytest.fixture(scope="module")
+def good_v2(tmp_path_factory):
+    path = tmp_path_factory.mktemp("good") / "good.npz"
+    net, opt = tiny_multilayer()
+    hist = history(2)
+    save_checkpoint(path, net, hist, optimizer=opt, seed=3, dataset="blobs")
+    return path.read_bytes(), net, opt, hist
+
+
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"])
+def test_v2_roundtrip_continues_exactly(tmp_path, name):
+    net, opt = tiny_multilayer(name)
+    path = save_checkpoint(tmp_path / "c.npz", net, history(2), optimizer=opt, seed=3)
+    c = load_checkpoint(path)
+    assert c.meta["version"] == 2 and c.network == "MultiLayerNetExtend" and c.meta["optimizer"] == name
+    assert same_v2(c, net, opt, history(2))
+    assert c.settings == dict(network="MultiLayerNetExtend", hidden_size=[2], activation="relu",
+                              weight_init_std="relu", weight_decay=0.0, dropout=0.5, batchnorm=True,
+                              optimizer=name, optimizer_param={k: v for k, v in hyperparameters(opt).items()
+                                                               if k != "lr"})
+    assert sorted(c.params) == sorted(net.params)
+    # The rebuilt pair takes the same next steps as the original, bit for bit.
+    net2, opt2 = c.make_net(), c.make_optimizer()
+    for _ in range(3):
+        assert net2.train_step(*BATCH, opt2) == net.train_step(*BATCH, opt)
+    for k, v in net.get_state().items():
+        np.testing.assert_array_equal(net2.get_state()[k], v)
+    assert c.make_optimizer(lr=0.5).lr == 0.5
+
+
+def test_v2_without_optimizer_and_plain_multilayer(tmp_path):
+    net = MultiLayerNet(3, [4, 4], 2, activation="sigmoid", weight_init_std=0.3,
+                        weight_decay_lambda=0.1, dtype=np.float32, seed=None)
+    c = load_checkpoint(save_checkpoint(tmp_path / "c.npz", net, History()))
+    assert c.network == "MultiLayerNet" and c.optimizer_state is None and c.meta["net_seed"] is None
+    rebuilt = c.make_net()
+    assert type(rebuilt) is MultiLayerNet and rebuilt.dtype == np.float32
+    assert (rebuilt.activation, rebuilt.weight_init_std, rebuilt.weight_decay_lambda) == ("sigmoid", 0.3, 0.1)
+    for k in net.params:
+        np.testing.assert_array_equal(rebuilt.params[k], net.params[k])
+    with pytest.raises(ValueError, match="holds no optimizer"):
+        c.make_optimizer()
+
+
+def test_two_layer_checkpoints_keep_format_1(tmp_path, good):
+    net = TwoLayerNet(3, 2, 2, seed=0)
+    c = load_checkpoint(save_checkpoint(tmp_path / "c.npz", net, History(), lr=0.3))
+    assert c.meta["version"] == 1 and "network" not in c.meta and c.net_state is None
+    with np.load(tmp_path / "c.npz") as z:
+        assert sorted(k for k in z.files if k.startswith("param_")) == ["param_W1", "param_W2", "param_b1", "param_b2"]
+    assert c.network == "TwoLayerNet" and c.settings["optimizer"] == "SGD" and c.settings["hidden_size"] == [2]
+    opt = c.make_optimizer()
+    assert type(opt) is optimizers.SGD and opt.lr == 0.3
+    # A file written before format 2 existed (the fixture's bytes: no lr in it).
+    path = tmp_path / "old.npz"
+    path.write_bytes(good[0])
+    old = load_checkpoint(path)
+    assert old.make_optimizer().lr == 0.1 and old.make_net().params["W1"].shape == (3, 2)
+
+
+def test_save_checkpoint_refusals(tmp_path):
+    net, opt = tiny_multilayer(steps=0)
+    with pytest.raises(ValueError, match="meta may not set dtype, optimizer_param"):
+        save_checkpoint(tmp_path / "c.npz", net, History(), optimizer=opt, dtype="x", optimizer_param={})
+    with pytest.raises(ValueError, match="optimizer must be None or SGD, got Adam"):
+        save_checkpoint(tmp_path / "c.npz", TwoLayerNet(3, 2, 2), History(), optimizer=optimizers.Adam())
+
+    class BookSGD:
+        lr = 0.1
+
+    with pytest.raises(TypeError, match="one of fastbp.optimizers"):
+        save_checkpoint(tmp_path / "c.npz", net, History(), optimizer=BookSGD())
+    assert not list(tmp_path.iterdir())
+
+
+def test_v2_every_truncation_is_an_error(good_v2, tmp_path):
+    raw = good_v2[0]
+    path = tmp_path / "cut.npz"
+    for n in range(len(raw)):
+        path.write_bytes(raw[:n])
+        kind, res = outcome(path)
+        assert kind == "error" and "cut.npz" in res, (n, kind)
+
+
+def test_v2_changed_bytes_load_the_same_or_are_an_error(good_v2, tmp_path):
+    """Every 5th byte (all of them take ~15 s): see the version-1 test above."""
+    raw, net, opt, hist = good_v2
+    path = tmp_path / "flip.npz"
+    loaded = errors = 0
+    for i in range(0, len(raw), 5):
+        bad = bytearray(raw)
+        bad[i] ^= 0xFF
+        path.write_bytes(bytes(bad))
+        kind, res = outcome(path)
+        if kind == "ok":
+            loaded += 1
+            assert same_v2(res, net, opt, hist) and res.meta["dataset"] == "blobs", i
+        else:
+            errors += 1
+            assert "flip.npz" in res, (i, res)
+    assert errors > len(raw) // 10 and loaded > 0, (errors, loaded)
+
+
+def v2_arrays(good_v2, tmp_path):
+    path = tmp_path / "src.npz"
+    path.write_bytes(good_v2[0])
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, json.loads(str(arrays["meta"][()]))
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(network="ConvNet"), "meta network is 'ConvNet'"),
+    (dict(hidden_size=[]), "meta hidden_size"),
+    (dict(hidden_size=[2, 2]), "configuration or state does not fit"),
+    (dict(input_size=0), "meta input_size"),
+    (dict(dtype="float16"), "meta dtype"),
+    (dict(dtype="float32"), "configuration or state does not fit"),
+    (dict(use_dropout="yes"), "use_dropout"),
+    (dict(dropout_ratio=1.5), "configuration or state does not fit"),
+    (dict(activation="tanh"), "configuration or state does not fit"),
+    (dict(net_seed=-1), "net_seed"),
+    (dict(optimizer="AdamW"), "meta optimizer is 'AdamW'"),
+    (dict(optimizer="SGD"), "optimizer's settings or state do not fit"),
+    (dict(optimizer=None), "optimizer arrays but no optimizer"),
+    (dict(optimizer_param={"lr": "0.1"}), "meta optimizer_param"),
+    (dict(optimizer_param={"lr": -1.0}), "optimizer's settings or state do not fit"),
+    ("del state_running_var1", "configuration or state does not fit"),
+    ("del optim_iter", "optimizer's settings or state do not fit"),
+    ("state_W1 3x3", "configuration or state does not fit"),
+    ("state_dropout_step float", "configuration or state does not fit"),
+    ("optim_m/W1 3x3", "optimizer"),
+    ("optim_m/W9", "optimizer"),
+])
+def test_v2_inconsistent_is_an_error_naming_the_file(good_v2, tmp_path, change, words):
+    arrays, meta = v2_arrays(good_v2, tmp_path)
+    if isinstance(change, dict):
+        meta.update(change)
+    elif change.startswith("del "):
+        del arrays[change[4:]]
+    elif change == "state_W1 3x3":
+        arrays["state_W1"] = np.zeros((3, 3))
+    elif change == "state_dropout_step float":
+        arrays["state_dropout_step"] = np.array(1.0)
+    elif change == "optim_m/W1 3x3":
+        arrays["optim_m/W1"] = arrays["optim_v/W1"] = np.zeros((3, 3))
+    else:
+        arrays["optim_m/W9"] = arrays["optim_v/W9"] = np.zeros(2)
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = write_npz(tmp_path / "bad.ckpt", **arrays)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(path)
+    assert "bad.ckpt" in str(info.value) and words in str(info.value), str(info.value)

@@ -148,3 +148,118 @@ def test_python_dash_m(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fastbp", "train", "--batch-size", "-1"], capture_output=True,
                          text=True, timeout=120, env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# -- chapter 6: MultiLayerNet(Extend) and optimizers ------------------------------------------
+
+FASHION = ["train", "--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--no-progress"]
+
+
+@needs_fashion
+def test_train_multilayer_out_resume_and_conflicts(tmp_path, capsys, monkeypatch):
+    import fastbp.train as T
+
+    titles = []
+    plot = T.plot_history
+    monkeypatch.setattr(T, "plot_history", lambda h, path, title=None: titles.append(title) or plot(h, path))
+    out = tmp_path / "run"
+    ckpt_path = out / "checkpoint.npz"
+    assert main(FASHION + ["--hidden", "20,20,20,20", "--optimizer", "Adam", "--batchnorm", "--dropout", "0.1",
+                           "--weight-decay", "0.001", "--init", "xavier", "--batch-size", "3000", "--iters", "30",
+                           "--seed", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    net_text = "784-20x4-10 relu + BatchNorm + dropout 0.1 + weight decay 0.001, Adam lr=0.001"
+    assert f"{net_text}, batch 3000, float32" in text and "done: 30 steps" in text
+    assert titles == [f"fashion-mnist: {net_text}, batch 3000"]
+    ckpt = load_checkpoint(ckpt_path)
+    assert ckpt.step == 30 and ckpt.network == "MultiLayerNetExtend" and ckpt.meta["optimizer"] == "Adam"
+    assert ckpt.meta["weight_init_std"] == "xavier" and ckpt.optimizer_state["iter"] == 30
+    # Resume: network, optimizer, batch size and seed from the checkpoint; same flags are fine.
+    assert main(["train", "--data-dir", str(SHARED), "--no-progress", "--resume", str(ckpt_path),
+                 "--optimizer", "adam", "--hidden", "20,20,20,20", "--iters", "40", "--out", str(out)]) == 0
+    assert "resuming at step 30" in capsys.readouterr().out
+    assert load_checkpoint(ckpt_path).optimizer_state["iter"] == 40
+    for flags, fragment in [(["--optimizer", "sgd"], "--optimizer sgd conflicts with the checkpoint's adam"),
+                            (["--hidden", "20,20"], "--hidden 20,20 conflicts with the checkpoint's 20,20,20,20"),
+                            (["--activation", "sigmoid"], "--activation sigmoid conflicts"),
+                            (["--init", "he"], "--init he conflicts with the checkpoint's xavier"),
+                            (["--dropout", "0.5"], "--dropout 0.5 conflicts"),
+                            (["--weight-decay", "0"], "--weight-decay 0.0 conflicts")]:
+        assert main(["train", "--resume", str(ckpt_path), "--iters", "50"] + flags) == 2
+        assert fragment in one_line_error(capsys)
+
+
+@needs_fashion
+def test_default_run_is_the_two_layer_net(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(FASHION + ["--hidden", "10", "--iters", "3", "--out", str(out)]) == 0
+    assert "784-10-10 relu, SGD lr=0.1, batch 100, float32" in capsys.readouterr().out
+    ckpt = load_checkpoint(out / "checkpoint.npz")
+    assert ckpt.network == "TwoLayerNet" and ckpt.meta["version"] == 1 and ckpt.meta["lr"] == 0.1
+    # A two-layer checkpoint with chapter-6 flags: a clear error, not another network.
+    for flags, fragment in [(["--optimizer", "adam"], "--optimizer adam conflicts with the checkpoint's sgd (a "),
+                            (["--batchnorm"], "--batchnorm conflicts with the checkpoint's TwoLayerNet, which has no"),
+                            (["--init", "0.01"], "--init 0.01 conflicts with the checkpoint's none")]:
+        assert main(["train", "--resume", str(out / "checkpoint.npz"), "--iters", "5"] + flags) == 2
+        assert fragment in one_line_error(capsys)
+
+
+@needs_fashion
+def test_nan_loss_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch):
+    from fastbp.multilayer import MultiLayerNet
+
+    calls = []
+    step = MultiLayerNet.train_step
+
+    def nan_at_step_15(self, x, t, optimizer):
+        calls.append(1)  # the warm-up's step on a throwaway network is call 1
+        loss = step(self, x, t, optimizer)
+        return float("nan") if len(calls) == 16 else loss
+
+    monkeypatch.setattr(MultiLayerNet, "train_step", nan_at_step_15)
+    out = tmp_path / "run"
+    assert main(FASHION + ["--hidden", "5,5", "--batch-size", "6000", "--iters", "30", "--seed", "0",
+                           "--out", str(out)]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("fastbp: error: training diverged at step 15: the mini-batch loss is nan; "
+                          "the checkpoint of step 10 is kept"), err
+    assert load_checkpoint(out / "checkpoint.npz").step == 10
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--hidden", ""], "--hidden: expected a positive integer or a comma-separated list"),
+    (["--hidden", "100,x"], "--hidden: expected a positive integer or a comma-separated list"),
+    (["--hidden", "100,,100"], "--hidden: expected"),
+    (["--hidden", "100,0"], "--hidden: hidden sizes must be positive integers"),
+    (["--hidden", "-5"], "--hidden: hidden sizes must be positive integers"),
+    (["--activation", "tanh"], "invalid choice: 'tanh'"),
+    (["--init", "lecun"], "--init: expected he, xavier or a positive number, got 'lecun'"),
+    (["--init", "0"], "--init: expected he, xavier or a positive number, got 0"),
+    (["--init", "nan"], "--init: expected he, xavier or a positive number"),
+    (["--optimizer", "adamw"], "invalid choice: 'adamw'"),
+    (["--weight-decay", "-0.1"], "--weight-decay: must be a finite number >= 0"),
+    (["--weight-decay", "inf"], "--weight-decay: must be a finite number >= 0"),
+    (["--dropout", "1"], "--dropout: must be in [0, 1)"),
+    (["--dropout", "-0.5"], "--dropout: must be in [0, 1)"),
+    (["--dropout", "half"], "--dropout: expected a number in [0, 1)"),
+    (["--lr", "-1"], "--lr: must be a positive"),
+])
+def test_bad_chapter6_flags_one_line_exit_2(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train"] + argv)
+    assert info.value.code == 2
+    assert fragment in one_line_error(capsys)
+
+
+def test_hidden_and_init_parsing():
+    from fastbp.cli import build_parser
+
+    def parsed(*argv):
+        return build_parser().parse_args(["train", *argv])
+
+    assert parsed("--hidden", "50").hidden == 50            # the two-layer network
+    assert parsed("--hidden", "100,100,").hidden == [100, 100]
+    assert parsed("--hidden", " 7 , 8").hidden == [7, 8]
+    assert parsed().hidden is None and parsed().batchnorm is None and parsed().optimizer is None
+    assert parsed("--init", "He").init == "he" and parsed("--init", "0.05").init == 0.05
+    assert parsed("--optimizer", "RMSprop").optimizer == "rmsprop" and parsed("--batchnorm").batchnorm is True

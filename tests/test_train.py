@@ -1,7 +1,9 @@
-"""Tests for fastbp.train and fastbp.checkpoint: reproducibility, resume, checkpoints, accuracy."""
+"""Tests for fastbp.train and fastbp.checkpoint: reproducibility, resume, checkpoints, accuracy;
+the two-layer (ch. 5) and multi-layer (ch. 6) networks."""
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -10,8 +12,10 @@ import numpy as np
 import pytest
 
 from fastbp.checkpoint import History, load_checkpoint, save_checkpoint
+from fastbp.multilayer import MultiLayerNet, MultiLayerNetExtend
 from fastbp.network import TwoLayerNet
-from fastbp.train import EpochRecord, accuracy, plot_history, train
+from fastbp.optimizers import SGD, Adam, Momentum
+from fastbp.train import EpochRecord, accuracy, describe, plot_history, train
 
 
 def shared_data_dir() -> Path:
@@ -323,3 +327,199 @@ def test_resume_from_a_checkpoint_without_seed(data, tmp_path):
     assert a.history.steps == 5
     for k in a.net.params:
         np.testing.assert_array_equal(a.net.params[k], b.net.params[k])
+
+
+# -- chapter 6: MultiLayerNet(Extend) with an optimizer ------------------------------------------
+
+CH6 = dict(batch_size=50, hidden_size=[20, 20], optimizer="adam", batchnorm=True, dropout=0.2, seed=3)
+
+
+def same_state(a, b):
+    sa, sb = a.get_state(), b.get_state()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+def same_optimizer_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(np.array_equal(sa[k], sb[k]) for k in sa)
+
+
+def test_default_run_is_still_the_books_two_layer_sgd_run(data):
+    """No chapter-6 setting: TwoLayerNet, its fused SGD step at lr 0.1, the seeded batches."""
+    from fastbp.train import BLOCK, _batch_block
+
+    r = train(data, iterations=30, batch_size=50, hidden_size=20, seed=7, warmup=False)
+    assert type(r.net) is TwoLayerNet and type(r.optimizer) is SGD and r.optimizer.lr == 0.1
+    assert r.title == "784-20-10 relu, SGD lr=0.1"
+    (x, t), _ = data
+    ref = TwoLayerNet(784, 20, 10, dtype=np.float32, seed=7)
+    losses = []
+    for s in range(30):
+        idx = _batch_block(7, s // BLOCK, len(x), 50)[s % BLOCK]
+        losses.append(ref.train_step(x[idx], t[idx], 0.1))
+    assert params_equal(r.net, ref) and r.history.step_loss == losses
+
+
+def test_multilayer_run_learns_and_names_itself(data):
+    r = train(data, iterations=60, **CH6)
+    assert type(r.net) is MultiLayerNetExtend and type(r.optimizer) is Adam
+    assert r.net.use_batchnorm and r.net.use_dropout and r.net.dropout_ratio == 0.2
+    assert r.net.dtype == np.float32 and r.net.hidden_size_list == [20, 20]
+    assert r.optimizer.lr == 0.001 and r.optimizer.iter == 60  # Adam's own default lr
+    assert r.title == "784-20x2-10 relu + BatchNorm + dropout 0.2, Adam lr=0.001"
+    assert r.history.epoch_step == [10, 20, 30, 40, 50, 60]
+    assert r.history.test_acc[-1] > 0.9 and r.timings["compile"] > 0
+
+
+@pytest.mark.parametrize("kw, network, lr", [
+    (dict(hidden_size=[10]), MultiLayerNet, 0.01),            # a list: MultiLayerNet, SGD 0.01
+    (dict(optimizer="Momentum"), MultiLayerNet, 0.01),        # hidden 50
+    (dict(weight_decay=0.1, activation="sigmoid"), MultiLayerNet, 0.01),
+    (dict(dropout=0.0, hidden_size=10), MultiLayerNet, 0.01),   # ratio 0: no Dropout layers
+    (dict(batchnorm=True, hidden_size=10, optimizer="adagrad", lr=0.2), MultiLayerNetExtend, 0.2),
+])
+def test_chapter6_settings_select_a_multilayer_net(data, kw, network, lr):
+    r = train(data, iterations=3, batch_size=50, seed=0, warmup=False, **kw)
+    assert type(r.net) is network and r.optimizer.lr == lr
+    assert r.net.weight_decay_lambda == kw.get("weight_decay", 0.0)
+    assert r.net.activation == kw.get("activation", "relu") and not r.net.use_dropout
+
+
+def test_init_settings(data):
+    he = train(data, iterations=1, hidden_size=[40], weight_init_std="he", seed=0, warmup=False).net
+    xavier = train(data, iterations=1, hidden_size=[40], weight_init_std="Xavier", seed=0, warmup=False).net
+    std = train(data, iterations=1, hidden_size=[40], weight_init_std=0.5, seed=0, warmup=False).net
+    # One step of SGD at 0.01 barely moves W2 from its initial N(0, scale^2) draws.
+    scales = [float(np.std(n.params["W2"])) for n in (he, xavier, std)]
+    assert scales == pytest.approx([np.sqrt(2 / 40), np.sqrt(1 / 40), 0.5], rel=0.15)
+
+
+def test_resume_adam_batchnorm_dropout_is_exact(data, tmp_path):
+    """Weights, BN running statistics, Dropout's position, Adam's m, v and iter, and the
+    mini-batch sequence: the resumed run equals the uninterrupted one bit for bit."""
+    straight = train(data, iterations=60, warmup=False, **CH6)
+    ckpt = tmp_path / "c.npz"
+    first = train(data, iterations=30, checkpoint=ckpt, warmup=False, **CH6)
+    saved = load_checkpoint(ckpt)
+    assert saved.step == 30 and saved.network == "MultiLayerNetExtend" and saved.meta["optimizer"] == "Adam"
+    assert same_state(saved.make_net(), first.net)
+    resumed = train(data, iterations=60, resume=ckpt, warmup=False)  # everything from the checkpoint
+    assert same_state(resumed.net, straight.net)
+    assert same_optimizer_state(resumed.optimizer, straight.optimizer) and resumed.optimizer.iter == 60
+    assert same_record(resumed.history, straight.history)
+    assert not same_state(first.net, straight.net)  # the comparison can fail
+
+
+def test_interrupt_mid_epoch_then_resume_multilayer_is_exact(data, tmp_path):
+    kw = dict(CH6, optimizer="momentum")
+    ckpt = tmp_path / "c.npz"
+    net = MultiLayerNetExtend(784, [20, 20], 10, use_dropout=True, dropout_ration=0.2,
+                              use_batchnorm=True, dtype=np.float32, seed=3)
+    calls = []
+
+    def step(x, t, optimizer):
+        calls.append(1)
+        if len(calls) == 26:
+            raise KeyboardInterrupt
+        return MultiLayerNetExtend.train_step(net, x, t, optimizer)
+
+    net.train_step = step
+    with pytest.raises(KeyboardInterrupt):
+        train(data, iterations=40, checkpoint=ckpt, net=net, warmup=False, **kw)
+    assert load_checkpoint(ckpt).step == 25
+    resumed = train(data, resume=ckpt, warmup=False)
+    straight = train(data, iterations=40, warmup=False, **kw)
+    assert type(resumed.optimizer) is Momentum
+    assert same_state(resumed.net, straight.net) and same_record(resumed.history, straight.history)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(optimizer="sgd"), "optimizer='SGD' conflicts with the checkpoint's 'Adam'"),
+    (dict(hidden_size=[20]), r"hidden_size=\[20\] conflicts with the checkpoint's \[20, 20\]"),
+    (dict(batchnorm=False), "batchnorm=False conflicts"),
+    (dict(dropout=0.5), "dropout=0.5 conflicts"),
+    (dict(optimizer_param={"beta1": 0.5}), r"optimizer_param\['beta1'\]=0.5 conflicts with the checkpoint's 0.9"),
+])
+def test_resume_with_other_network_or_optimizer_is_an_error(data, tmp_path, kw, match):
+    ckpt = tmp_path / "c.npz"
+    train(data, iterations=10, checkpoint=ckpt, warmup=False, **CH6)
+    with pytest.raises(ValueError, match=match):
+        train(data, iterations=20, resume=ckpt, warmup=False, **kw)
+    # The same settings given again are no conflict.
+    same = {k: v for k, v in CH6.items() if k != "seed"}
+    assert train(data, iterations=20, resume=ckpt, warmup=False, **same).history.steps == 20
+
+
+def test_two_layer_checkpoint_refuses_chapter6_settings(data, tmp_path):
+    ckpt = tmp_path / "c.npz"
+    train(data, iterations=10, batch_size=50, hidden_size=20, seed=1, checkpoint=ckpt, warmup=False)
+    assert load_checkpoint(ckpt).meta["version"] == 1  # still the old format
+    with pytest.raises(ValueError, match="optimizer='Adam' conflicts with the checkpoint's 'SGD' .a TwoLayerNet"):
+        train(data, iterations=20, resume=ckpt, optimizer="adam")
+    with pytest.raises(ValueError, match="hidden_size=.20, 20. conflicts"):
+        train(data, iterations=20, resume=ckpt, hidden_size=[20, 20])
+    with pytest.raises(ValueError, match="net is not the checkpoint's network"):
+        train(data, iterations=20, resume=ckpt, net=MultiLayerNet(784, [20], 10, dtype=np.float32))
+    r = train(data, iterations=20, resume=ckpt, optimizer="SGD", hidden_size=20, warmup=False)
+    assert type(r.net) is TwoLayerNet and r.history.steps == 20
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(data, tmp_path):
+    ckpt = tmp_path / "c.npz"
+    net = MultiLayerNet(784, [10], 10, dtype=np.float32, seed=0)
+    calls = []
+
+    def step(x, t, optimizer):
+        calls.append(1)
+        loss = MultiLayerNet.train_step(net, x, t, optimizer)
+        return math.nan if len(calls) == 15 else loss
+
+    net.train_step = step
+    with pytest.raises(FloatingPointError, match="diverged at step 15: the mini-batch loss is nan; "
+                                                 "the checkpoint of step 10 is kept"):
+        train(data, iterations=40, batch_size=50, seed=0, net=net, checkpoint=ckpt, warmup=False)
+    assert load_checkpoint(ckpt).step == 10
+    # A real divergence: SGD at 1e200 overflows the weights in its first update.
+    with pytest.raises(FloatingPointError, match="diverged at step 2: the mini-batch loss is nan; lower"):
+        train(data, iterations=20, batch_size=50, hidden_size=[10], lr=1e200, seed=0, warmup=False)
+    with pytest.raises(FloatingPointError, match="diverged at step 2"):  # the two-layer step too
+        train(data, iterations=20, batch_size=50, hidden_size=10, lr=1e200, seed=0, warmup=False)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(hidden_size=[]), ValueError, "at least one hidden layer"),
+    (dict(hidden_size=[10, 0]), ValueError, r"hidden_size\[1\] must be >= 1"),
+    (dict(hidden_size="10"), TypeError, "hidden_size must be an int"),
+    (dict(activation="tanh"), ValueError, "activation must be 'relu' or 'sigmoid'"),
+    (dict(weight_init_std="lecun"), ValueError, "weight_init_std must be 'he', 'xavier'"),
+    (dict(weight_init_std=-0.1), ValueError, "weight_init_std must be 'he', 'xavier'"),
+    (dict(optimizer="adamw"), ValueError, "optimizer must be one of 'sgd', 'momentum'"),
+    (dict(optimizer_param={"lr": 0.1}), ValueError, "pass lr="),
+    (dict(optimizer_param={"momentum": 0.9}), ValueError, "'momentum', which SGD does not take"),
+    (dict(weight_decay=-1), ValueError, "weight_decay must be >= 0"),
+    (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+    (dict(batchnorm="yes"), TypeError, "batchnorm must be True or False"),
+    (dict(checkpoint_meta={"seed": 1}), ValueError, "checkpoint_meta may not set seed"),
+])
+def test_chapter6_argument_errors(data, kw, exc, match):
+    with pytest.raises(exc, match=match):
+        train(data, **{"iterations": 5, "warmup": False, **kw})
+
+
+def test_describe():
+    assert describe(TwoLayerNet(784, 50, 10)) == "784-50-10 relu"
+    net = MultiLayerNet(784, [100] * 4, 10)
+    assert describe(net, Adam(lr=0.001)) == "784-100x4-10 relu, Adam lr=0.001"
+    net = MultiLayerNetExtend(30, [100, 100, 50], 10, activation="sigmoid", weight_decay_lambda=0.1,
+                              use_batchnorm=True)
+    assert describe(net, Momentum(lr=0.01, momentum=0.5)) == (
+        "30-100x2-50-10 sigmoid + BatchNorm + weight decay 0.1, Momentum lr=0.01 momentum=0.5")
+
+
+def test_multilayer_accuracy_in_chunks(data):
+    (x, t), _ = data
+    net = train(data, iterations=20, batch_size=50, hidden_size=[10, 10], batchnorm=True, seed=0,
+                warmup=False).net
+    whole = net.accuracy(x, t)
+    assert accuracy(net, x, t, chunk_size=7) == whole == accuracy(net, x, np.eye(10)[t])
+    assert whole == np.mean(net.predict(x).argmax(axis=1) == t)
