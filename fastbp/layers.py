@@ -1,4 +1,4 @@
-"""The layers of *Deep Learning from Scratch*, chapter 5, with the book's exact API.
+"""The layers of *Deep Learning from Scratch*, chapters 5 and 6, with the book's exact API.
 
 Code written against the book's ``common/layers.py`` runs unchanged with these classes.
 Array work goes through :mod:`fastbp.ops` (validated) into the Numba kernels. Differences
