@@ -10,9 +10,7 @@ values copied back into the buffer at the next call; another shape or dtype is a
 from collections import OrderedDict
 
 import numpy as np
-from numba.core.errors import TypingError
 
-from . import kernels as K
 from . import ops
 from .gradient import numerical_gradient as _numerical_gradient
 from .kernels import mlp as KM

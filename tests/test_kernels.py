@@ -12,9 +12,10 @@ from numba import njit
 
 from fastbp import kernels as K
 from fastbp import ops
-from fastbp.kernels import activations as KA, affine as KF, network as KN, sgd as KS
+from fastbp.kernels import activations as KA, affine as KF, network as KN
 from fastbp.kernels import softmax as KM
 from fastbp.kernels import _sparse as KP
+from fastbp.kernels import optimizers as KO
 from fastbp.kernels import rows as KR
 
 import reference as R
@@ -175,7 +176,6 @@ def test_twins_identical(rng, n, dtype):
     x = rng.standard_normal((n, 50)).astype(dtype)
     x[x < 0] = 0
     W = rng.standard_normal((50, 20)).astype(dtype)
-    b = rng.standard_normal(20).astype(dtype)
     g = rng.standard_normal((n, 20)).astype(dtype)
     flat = x.reshape(-1)
 
@@ -198,8 +198,8 @@ def test_twins_identical(rng, n, dtype):
     np.testing.assert_array_equal(d1, d2)
     np.testing.assert_array_equal(r1, r2)
     p1, p2 = W.copy(), W.copy()
-    KS._sgd_serial(p1.reshape(-1), W.reshape(-1), 0.1)
-    KS._sgd_parallel(p2.reshape(-1), W.reshape(-1), 0.1)
+    KO._sgd_decay_serial(p1.reshape(-1), W.reshape(-1), 0.1, 0.0)
+    KO._sgd_decay_parallel(p2.reshape(-1), W.reshape(-1), 0.1, 0.0)
     np.testing.assert_array_equal(p1, p2)
 
 

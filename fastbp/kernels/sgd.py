@@ -1,18 +1,7 @@
-"""Plain SGD update, in place."""
-from numba import njit, prange
+"""Plain SGD update, in place (the ``decay = 0`` case of :mod:`.optimizers`)."""
+from numba import njit
 
-from ._compile import PARALLEL_MIN_ELEMENTS, twins
-
-
-def _sgd_body(param, grad, lr):
-    # lr cast to the parameter dtype so float32 stays float32 (and vectorizes 8-wide),
-    # matching NumPy's `param -= lr * grad` for a float32 array.
-    step = param.dtype.type(lr)
-    for i in prange(param.size):
-        param[i] -= step * grad[i]
-
-
-_sgd_serial, _sgd_parallel = twins(_sgd_body)
+from .optimizers import sgd_decay_update
 
 
 @njit(cache=True, nogil=True)
@@ -27,9 +16,4 @@ def sgd_update(param, grad, lr):
     lr : float
         Learning rate.
     """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
-        _sgd_parallel(pf, gf, lr)
-    else:
-        _sgd_serial(pf, gf, lr)
+    sgd_decay_update(param, grad, lr, 0.0)
