@@ -8,7 +8,8 @@ Parameters
 ``FASTBP_BENCH_QUICK=1`` it shrinks to (1, 100, 1024) and ``DTYPES`` to float32 only (what
 ``.ci/run`` uses, so a broken benchmark fails CI in a few minutes). The ``track_speedup_*``
 benchmarks take the same batch sizes as strings (``SPEEDUP_BATCH_SIZES``), so that the
-dashboard spaces them evenly.
+dashboard spaces them evenly. The chapter-6 network (``bench_mlp``) has its own:
+``MLP_BATCH_SIZES`` (1, 10, 100, 1000, 10000; quick: 1, 100, 1000).
 
 Threads
 -------
@@ -51,8 +52,10 @@ NumPy baselines
 The plain-NumPy side is the book's network written reasonably: in-place ufuncs with
 ``out=`` where NumPy offers it, ``np.dot`` into caller buffers, the book's
 softmax / cross-entropy / ``dx[arange(n), t] -= 1`` and its layer classes for the training
-step. They are defined here, not imported from fastbp, so they do not change with the
-commit under test. (``fastbp.bench`` holds the same baselines for ``fastbp bench``.)
+step; for chapter 6, its ``MultiLayerNet`` and its ``SGD`` and ``Adam`` classes
+(``NumpyMultiLayerNet``, ``NumpySGD``, ``NumpyAdam``). They are defined here, not imported
+from fastbp, so they do not change with the commit under test. (``fastbp.bench`` holds the
+chapter-5 ones for ``fastbp bench``.)
 """
 import functools
 import gzip
@@ -343,6 +346,119 @@ class NumpyTwoLayerNet:
             p -= lr * grads[k]
         return loss
 
+
+
+# -- chapter 6: MultiLayerNet 784-[100]*k-10 and the book's SGD and Adam ------------------------
+
+#: Hidden layers of 100 units (``bench_mlp`` and ``compare_frameworks.py --model mlp4``).
+MLP_HIDDEN = 100
+MLP_DEPTHS = [1, 4]
+#: Batch sizes of ``bench_mlp`` (quick: 1, 100, 1000).
+MLP_BATCH_SIZES = [1, 100, 1000] if QUICK else [1, 10, 100, 1000, 10000]
+MLP_SPEEDUP_BATCH_SIZES = [str(n) for n in MLP_BATCH_SIZES]
+#: The book's default learning rates: ``SGD(lr=0.01)``, ``Adam(lr=0.001)``.
+MLP_LR = {"sgd": 0.01, "adam": 0.001}
+MLP_OPTIMIZERS = list(MLP_LR)
+
+
+def mlp_sizes(k):
+    """Layer widths of the k-hidden-layer network: [784, 100, ..., 100, 10]."""
+    return [D] + [MLP_HIDDEN] * k + [C]
+
+
+@functools.lru_cache(maxsize=None)
+def _mlp_weights(k, dtype):
+    rng = np.random.default_rng(100 + k)
+    sizes = mlp_sizes(k)
+    params = {}
+    for i in range(1, len(sizes)):
+        scale = np.sqrt(2.0 / sizes[i - 1])  # He's initial values, MultiLayerNet's default
+        params[f"W{i}"] = _ro((scale * rng.standard_normal((sizes[i - 1], sizes[i])))
+                              .astype(dtype))
+        params[f"b{i}"] = _ro(np.zeros(sizes[i], dtype))
+    return params
+
+
+def mlp_weights(k, dtype):
+    """Fresh writeable copies of seeded He-initialized ``W1, b1, ..., W{k+1}, b{k+1}`` of
+    784-[100]*k-10 (a dict, the book's keys)."""
+    return {key: a.copy() for key, a in _mlp_weights(k, np.dtype(dtype).name).items()}
+
+
+class NumpyMultiLayerNet:
+    """The book's ch. 6 ``MultiLayerNet`` (ReLU; (Affine, Relu) x k, Affine, SoftmaxWithLoss)
+    with ``gradient`` through the layers and an optimizer's ``update``.
+
+    `params` (a dict ``W1, b1, ...``) is used in place. Without weight decay: the book's
+    ``loss`` adds ``0.5 * lambda * sum(W**2)`` for every ``W`` and its ``gradient`` adds
+    ``lambda * W`` to every ``dW`` even when ``lambda`` is 0; this baseline skips that work
+    (favouring NumPy).
+    """
+
+    def __init__(self, params):
+        self.params = params
+        n = len(params) // 2
+        self.affines = [_Affine(params[f"W{i}"], params[f"b{i}"]) for i in range(1, n + 1)]
+        self.layers = []
+        for affine in self.affines[:-1]:
+            self.layers += [affine, _Relu()]
+        self.layers.append(self.affines[-1])
+        self.last = _SoftmaxWithLoss()
+
+    def gradient(self, x, t):
+        y = x
+        for layer in self.layers:
+            y = layer.forward(y)
+        self.last.forward(y, t)
+        dout = self.last.backward()
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        grads = {}
+        for i, affine in enumerate(self.affines, 1):
+            grads[f"W{i}"], grads[f"b{i}"] = affine.dW, affine.db
+        return grads
+
+    def train_step(self, x, t, optimizer):
+        optimizer.update(self.params, self.gradient(x, t))
+
+
+class NumpySGD:
+    """The book's ``SGD``: ``params[key] -= lr * grads[key]``."""
+
+    def __init__(self, lr=0.01):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class NumpyAdam:
+    """The book's ``Adam``: moving averages ``m``, ``v`` and the bias-corrected step
+    ``lr_t``, state allocated on the first update. ``lr_t`` is a Python float, so float32
+    parameters are updated in float32 (a NumPy float64 scalar would promote every
+    temporary to float64 under NumPy 2's rules)."""
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.iter = 0
+        self.m = self.v = None
+
+    def update(self, params, grads):
+        if self.m is None:
+            self.m = {key: np.zeros_like(p) for key, p in params.items()}
+            self.v = {key: np.zeros_like(p) for key, p in params.items()}
+        self.iter += 1
+        lr_t = float(self.lr * np.sqrt(1.0 - self.beta2 ** self.iter)
+                     / (1.0 - self.beta1 ** self.iter))
+        for key in params:
+            g, m, v = grads[key], self.m[key], self.v[key]
+            m += (1 - self.beta1) * (g - m)
+            v += (1 - self.beta2) * (g ** 2 - v)
+            params[key] -= lr_t * m / (np.sqrt(v) + 1e-7)
+
+
+NUMPY_OPTIMIZERS = {"sgd": NumpySGD, "adam": NumpyAdam}
 
 # -- speed-up measurement for the track_speedup_* benchmarks ---------------------------------
 

@@ -1,7 +1,25 @@
-"""One SGD training step of TwoLayerNet 784-50-10 (float32): fastbp vs plain NumPy, PyTorch, JAX.
+"""One training step in float32: fastbp vs plain NumPy, PyTorch, JAX and the bare GEMMs.
 
-    python benchmarks/compare_frameworks.py                  # batches 1, 100, 10000; 10 rounds
+    python benchmarks/compare_frameworks.py               # TwoLayerNet; batches 1, 100, 10000
     python benchmarks/compare_frameworks.py --rounds 20 --batches 1 100
+    python benchmarks/compare_frameworks.py --model mlp4  # MultiLayerNet 784-100x4-10, Adam
+
+Two networks (``--model``):
+
+* ``twolayer`` (default): the book's ch. 5 TwoLayerNet 784-50-10, one SGD step (lr 0.1).
+  fastbp ``TwoLayerNet.train_step``; the book's NumPy layers (``gradient`` + the update
+  loop); PyTorch eager (``nn.Sequential``, ``cross_entropy``, ``optim.SGD``); a ``jax.jit``
+  step; the two large GEMMs alone (``X @ W1``, ``X.T @ dH``).
+* ``mlp4``: the book's ch. 6 MultiLayerNet 784-100-100-100-100-10 (ReLU), one Adam step
+  (lr 0.001, betas 0.9 / 0.999, eps 1e-7 as the book). fastbp ``MultiLayerNet.train_step``
+  with ``fastbp.optimizers.Adam``; the book's NumPy ``MultiLayerNet`` and ``Adam``
+  (``NumpyMultiLayerNet`` / ``NumpyAdam`` of ``benchmarks/common.py``, shared with the asv
+  suite); PyTorch eager (``nn.Sequential`` of ``Linear``/``ReLU``, ``cross_entropy``,
+  ``optim.Adam``, whose eps is added to the bias-corrected ``sqrt(v)``, the book's to the
+  uncorrected one: the same work, slightly different steps); one ``jax.jit`` function
+  doing forward, gradient and Adam (written in ``jax.numpy`` with the book's arithmetic);
+  and every matrix product of the step alone (5 forward, 5 weight gradients, 4 input
+  gradients: 14 GEMMs).
 
 Every framework runs in its own process (their thread pools disturb each other inside one).
 All processes start first, set up and warm up every batch size, then take turns in short
@@ -14,11 +32,16 @@ The table shows, per batch and framework, the median of the slice medians (and t
 min-max range), and fastbp's speed-up over each alternative; a second table gives the
 median over rounds of each round's own ratio (slices minutes apart never meet in it). A
 framework that is not installed is reported as "missing", one whose process died as
-"failed". Also timed: the two large GEMMs of a step (X @ W1 and X.T @ dH, NumPy, into
-preallocated outputs) - the floor a training step cannot beat without skipping work.
+"failed". The GEMMs (NumPy, into preallocated outputs) are the floor a training step cannot
+beat without skipping work.
+
+BLAS: the workers run without ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` (removed from
+their environment if set, so that OpenBLAS picks its kernels for this CPU itself), and each
+reports the BLAS libraries it loaded (threadpoolctl: library, version, kernel architecture,
+threads); the script prints them before the measurements.
 
 Data: like MNIST (seeded): 784 pixels in [0, 1], 81 % zeros, labels 0-9 (the real MNIST is
-not needed; the sparsity matters only for fastbp's batch <= 24 path, which skips zeros).
+not needed; the sparsity matters only for fastbp's batch <= 24 paths, which skip zeros).
 PyTorch and JAX are installed with ``pip install -e .[bench]`` (torch 2.13 CPU, jax).
 """
 import argparse
@@ -32,6 +55,15 @@ import time
 FRAMEWORKS = ("fastbp", "numpy", "torch", "jax", "gemm")
 D, H, C = 784, 50, 10
 LR = 0.1
+#: The chapter-6 network: 4 hidden layers of 100 units, Adam with the book's defaults.
+MLP_SIZES = (D, 100, 100, 100, 100, C)
+ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.001, 0.9, 0.999, 1e-7
+MODELS = {
+    "twolayer": "TwoLayerNet 784-50-10, float32, SGD step (lr 0.1)",
+    "mlp4": "MultiLayerNet 784-100x4-10, float32, Adam step (lr 0.001)",
+}
+#: Environment variables that pin OpenBLAS's kernel choice; the workers run without them.
+OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def _data(n, seed=0):
@@ -50,11 +82,23 @@ def _init(seed=0):
         (0.01 * rng.standard_normal((H, C))).astype(np.float32), np.zeros(C, np.float32)
 
 
+def _init_mlp(seed=0):
+    """``{"W1": ..., "b1": ..., ..., "b5": ...}`` (in that order) of the 784-100x4-10
+    network: He's initial values (the book's MultiLayerNet default), zero biases, float32."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(MLP_SIZES[:-1], MLP_SIZES[1:]), 1):
+        W = np.sqrt(2.0 / fan_in) * rng.standard_normal((fan_in, fan_out))
+        params[f"W{i}"], params[f"b{i}"] = W.astype(np.float32), np.zeros(fan_out, np.float32)
+    return params
+
+
 def _warmup_calls(n):
     return max(5, min(20, 200_000 // n))
 
 
-# -- the contenders -------------------------------------------------------------------------
+# -- the contenders, TwoLayerNet 784-50-10 with SGD -----------------------------------------
 
 def setup_fastbp(n):
     import numpy as np
@@ -195,7 +239,138 @@ def setup_gemm(n):
     return step
 
 
-def worker(name, batches):
+# -- the contenders, MultiLayerNet 784-100x4-10 with Adam -----------------------------------
+
+def setup_fastbp_mlp4(n):
+    import numpy as np
+    import fastbp
+    net = fastbp.MultiLayerNet(D, list(MLP_SIZES[1:-1]), C, dtype=np.float32, seed=0)
+    for key, value in _init_mlp().items():
+        net.params[key][...] = value
+    opt = fastbp.optimizers.Adam(lr=ADAM_LR, beta1=ADAM_BETA1, beta2=ADAM_BETA2)
+    x, t = _data(n)
+    return lambda: net.train_step(x, t, opt)
+
+
+def setup_numpy_mlp4(n):
+    # The book's MultiLayerNet and Adam, as the asv suite has them (benchmarks/common.py:
+    # this script's folder is first on sys.path).
+    import common
+    net = common.NumpyMultiLayerNet(_init_mlp())
+    opt = common.NumpyAdam(lr=ADAM_LR, beta1=ADAM_BETA1, beta2=ADAM_BETA2)
+    x, t = _data(n)
+    return lambda: net.train_step(x, t, opt)
+
+
+def setup_torch_mlp4(n):
+    # Eager PyTorch as a user would write it: nn.Sequential, cross_entropy, optim.Adam.
+    import torch
+    torch.set_num_threads(2)
+    layers = []
+    for fan_in, fan_out in zip(MLP_SIZES[:-1], MLP_SIZES[1:]):
+        layers += [torch.nn.Linear(fan_in, fan_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    init = _init_mlp()
+    with torch.no_grad():
+        for i, linear in enumerate(model[::2], 1):
+            linear.weight.copy_(torch.from_numpy(init[f"W{i}"].T.copy()))
+            linear.bias.copy_(torch.from_numpy(init[f"b{i}"]))
+    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR, betas=(ADAM_BETA1, ADAM_BETA2),
+                           eps=ADAM_EPS)
+    x, t = _data(n)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    lossf = torch.nn.functional.cross_entropy
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(xt), tt)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def setup_jax_mlp4(n):
+    # Forward, gradient and the book's Adam in one jitted function.
+    import jax
+    import jax.numpy as jnp
+
+    def loss_fn(p, x, t):
+        h = x
+        for i in range(0, len(p) - 2, 2):
+            h = jax.nn.relu(h @ p[i] + p[i + 1])
+        y = h @ p[-2] + p[-1]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(y), t[:, None], axis=1))
+
+    @jax.jit
+    def train(p, m, v, it, x, t):
+        loss, g = jax.value_and_grad(loss_fn)(p, x, t)
+        it = it + 1
+        lr_t = ADAM_LR * jnp.sqrt(1 - ADAM_BETA2 ** it) / (1 - ADAM_BETA1 ** it)
+        m = tuple(a + (1 - ADAM_BETA1) * (b - a) for a, b in zip(m, g))
+        v = tuple(a + (1 - ADAM_BETA2) * (b * b - a) for a, b in zip(v, g))
+        p = tuple(a - lr_t * b / (jnp.sqrt(c) + ADAM_EPS) for a, b, c in zip(p, m, v))
+        return p, m, v, it, loss
+
+    p = tuple(jnp.asarray(a) for a in _init_mlp().values())  # W1, b1, W2, ...
+    state = [p, tuple(jnp.zeros_like(a) for a in p), tuple(jnp.zeros_like(a) for a in p),
+             jnp.float32(0)]
+    x, t = _data(n)
+    xj, tj = jnp.asarray(x), jnp.asarray(t.astype("int32"))
+
+    def step():
+        p, m, v, it, loss = train(*state, xj, tj)
+        state[:] = p, m, v, it
+        loss.block_until_ready()
+    return step
+
+
+def setup_gemm_mlp4(n):
+    # Every product of a step: a_i = h_{i-1} @ W_i (forward), dW_i = h_{i-1}.T @ dy_i and,
+    # below the first layer, dh_{i-1} = dy_i @ W_i.T (backward); NumPy into buffers.
+    import numpy as np
+    x, _ = _data(n)
+    Ws = [a for key, a in _init_mlp().items() if key[0] == "W"]
+    rng = np.random.default_rng(1)
+    hs = [x] + [np.empty((n, w.shape[1]), np.float32) for w in Ws]
+    dys = [rng.standard_normal((n, w.shape[1])).astype(np.float32) for w in Ws]
+    dWs = [np.empty_like(w) for w in Ws]
+    dhs = [np.empty((n, w.shape[0]), np.float32) for w in Ws]
+
+    def step():
+        for i, W in enumerate(Ws):
+            np.dot(hs[i], W, out=hs[i + 1])
+        for i in reversed(range(len(Ws))):
+            np.dot(hs[i].T, dys[i], out=dWs[i])
+            if i:
+                np.dot(dys[i], Ws[i].T, out=dhs[i])
+    return step
+
+
+SETUPS = {
+    "twolayer": {"fastbp": setup_fastbp, "numpy": setup_numpy, "torch": setup_torch,
+                 "jax": setup_jax, "gemm": setup_gemm},
+    "mlp4": {"fastbp": setup_fastbp_mlp4, "numpy": setup_numpy_mlp4, "torch": setup_torch_mlp4,
+             "jax": setup_jax_mlp4, "gemm": setup_gemm_mlp4},
+}
+
+
+def blas_info():
+    """The BLAS libraries loaded in this process, one line each (threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ["(threadpoolctl not installed: BLAS unknown)"]
+    lines = [f"{i.get('internal_api')} {i.get('version')}, kernel {i.get('architecture')}, "
+             f"{i.get('num_threads')} threads ({os.path.basename(i.get('filepath', ''))})"
+             for i in threadpool_info() if i.get("user_api") == "blas"]
+    if "torch" in sys.modules:  # PyTorch links its BLAS statically: threadpoolctl misses it
+        import re
+        torch_blas = re.findall(r"BLAS_INFO=(\w+)", sys.modules["torch"].__config__.show())
+        lines.append(f"torch's own {torch_blas[0] if torch_blas else 'unknown'} (linked in)")
+    return lines or ["no BLAS library seen by threadpoolctl"]
+
+
+def worker(name, batches, model="twolayer"):
     """Serve timed slices: set every batch size up, say ready, then answer each line
     ``n seconds`` with the median of `n`-row steps run back to back for `seconds`."""
     try:
@@ -207,10 +382,10 @@ def worker(name, batches):
     import numpy as np
     steps = {}
     for n in batches:
-        steps[n] = globals()["setup_" + name](n)
+        steps[n] = SETUPS[model][name](n)
         for _ in range(_warmup_calls(n)):
             steps[n]()
-    print(json.dumps({"ready": True}), flush=True)
+    print(json.dumps({"ready": True, "blas": blas_info()}), flush=True)
     clock = time.perf_counter
     for line in sys.stdin:
         n, seconds = line.split()
@@ -229,13 +404,14 @@ def worker(name, batches):
 
 
 class _Worker:
-    def __init__(self, name, batches):
+    def __init__(self, name, batches, model):
         self.name = name
         self.err = tempfile.TemporaryFile("w+")
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--batches",
-               *map(str, batches)]
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--model", model,
+               "--batches", *map(str, batches)]
+        env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_PINS}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.err, text=True)
+                                     stderr=self.err, text=True, env=env)
 
     def reply(self):
         line = self.proc.stdout.readline()
@@ -272,24 +448,32 @@ def main(argv=None):
                         "threads to go to sleep (default 0.1)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 100, 10000])
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
+    p.add_argument("--model", choices=list(MODELS), default="twolayer",
+                   help="twolayer: TwoLayerNet 784-50-10 with SGD (default); mlp4: "
+                        "MultiLayerNet 784-100x4-10 with Adam")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.batches)
+        return worker(args.worker, args.batches, args.model)
 
     import numpy as np
     results = {f: {n: [] for n in args.batches} for f in args.frameworks}
     absent = {}  # framework -> "missing" (not installed) or "failed" (its process died)
     fws = list(args.frameworks)
     workers = {}
+    pinned = [f"{k}={os.environ[k]}" for k in OPENBLAS_PINS if k in os.environ]
+    if pinned:
+        print(f"workers run without {', '.join(pinned)} (OpenBLAS picks its own kernels)")
+    print(f"{MODELS[args.model]}; batches {', '.join(map(str, args.batches))}", flush=True)
     for f in fws:  # one at a time: set-up and compilation are not what is compared
-        w = _Worker(f, args.batches)
+        w = _Worker(f, args.batches, args.model)
         ready = w.reply()
         if ready is None or ready.get("missing"):
             absent[f] = "failed" if ready is None else "missing"
             w.close()
         else:
             workers[f] = w
+            print(f"BLAS in the {f} worker: " + "; ".join(ready.get("blas", [])), flush=True)
     try:
         for r in range(args.rounds):
             for n in args.batches:
@@ -318,10 +502,11 @@ def main(argv=None):
         m = float(np.median(v)) * 1e6
         return f"{m:,.1f} ({min(v) * 1e6:,.0f}-{max(v) * 1e6:,.0f})", m
 
-    print(f"\nTwoLayerNet 784-50-10, float32, SGD step, median us over {args.rounds} "
+    print(f"\n{MODELS[args.model]}, median us over {args.rounds} "
           f"interleaved slices of {args.seconds} s (min-max of the slice medians)")
     names = {"fastbp": "fastbp", "numpy": "NumPy (book)", "torch": "PyTorch eager",
-             "jax": "JAX jit", "gemm": "2 GEMMs alone"}
+             "jax": "JAX jit",
+             "gemm": "2 GEMMs alone" if args.model == "twolayer" else "14 GEMMs alone"}
     print("| batch | " + " | ".join(names[f] for f in fws) + " | fastbp speed-up |")
     print("|---" * (len(fws) + 2) + "|")
     for n in args.batches:
