@@ -354,6 +354,11 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
                 for p in range(w0, w0 + layout[l, D_IN] * layout[l, D_OUT]):
                     grads[p] += step * flat[p]
         return loss
+    if decay == 0:
+        # Every parameter gets the same update: one pass over the whole buffer (one
+        # parallel region instead of one per large array).
+        _update(kind, flat, grads, state1, state2, 0, flat.size, lr, c1, c2, 0.0)
+        return loss
     for l in range(L + 1):
         w0 = layout[l, W_OFF]
         w1 = w0 + layout[l, D_IN] * layout[l, D_OUT]
