@@ -8,6 +8,7 @@ unchanged. A caller who rebinds ``params[key]`` to a new array of the same shape
 values copied back into the buffer at the next call; another shape or dtype is an error.
 """
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,8 +23,20 @@ _INTP = np.dtype(np.intp)
 _INITS = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0}
 #: Batch sizes whose work space a network keeps (a training loop sees one or two).
 _WORK_SIZES = 4
+#: Momentum of the BatchNorm running statistics (the book's BatchNormalization default,
+#: which its MultiLayerNetExtend uses).
+BN_MOMENTUM = 0.9
 #: Rows per compiled forward call of :meth:`MultiLayerNet.accuracy`.
 EVAL_CHUNK = 10000
+
+
+class _Workspace(NamedTuple):
+    """The fused kernels' work space for one batch size (see kernels.mlp.arena_layout)."""
+    arena: np.ndarray
+    masks: np.ndarray
+    lists: np.ndarray
+    table: np.ndarray
+    row_loss: np.ndarray
 
 
 def _int(name, v, minimum=1):
@@ -307,7 +320,7 @@ class MultiLayerNet:
                 work = self._workspace(m, train=False)
             correct += int(KM.mlp_count_correct(
                 x[start:stop], labels[start:stop], self._flat, self._layout, self._stats,
-                *work[:4], act, self.dropout_ratio if self.use_dropout else 0.0, hit[:m]))
+                work.arena, work.masks, work.lists, work.table, act, self.dropout_ratio if self.use_dropout else 0.0, hit[:m]))
         return correct / float(n)
 
     def numerical_gradient(self, x, t):
@@ -350,8 +363,8 @@ class MultiLayerNet:
             size = KM.arena_layout(n, self._layout, self.use_dropout, table)
             r = table.shape[0] - KM.Y_ROW_FROM_END
             lists = table[table.shape[0] - KM.LIST_ROW_FROM_END, 0]
-            work = (np.empty(size, self.dtype), np.empty(table[r, 5], np.uint8),
-                    np.empty(lists, np.int32), table, np.empty(n))
+            work = _Workspace(np.empty(size, self.dtype), np.empty(table[r, 5], np.uint8),
+                              np.empty(lists, np.int32), table, np.empty(n))
             if len(self._work) >= _WORK_SIZES:
                 self._work.clear()
             self._work[key] = work
@@ -359,8 +372,10 @@ class MultiLayerNet:
 
     def _fused(self, x, t, kind, state1, state2, lr, c1, c2, work):
         act = _ACTIVATIONS[self.activation][1]
-        loss = KM.mlp_step(x, t, self._flat, self._grads, self._layout, self._stats, *work,
-                           act, 0.9, float(self.dropout_ratio) if self.use_dropout else 0.0,
+        loss = KM.mlp_step(x, t, self._flat, self._grads, self._layout, self._stats,
+                           work.arena, work.masks, work.lists, work.table, work.row_loss,
+                           act, BN_MOMENTUM,
+                           float(self.dropout_ratio) if self.use_dropout else 0.0,
                            self.dropout_seed, self.dropout_step,
                            float(self.weight_decay_lambda), kind, state1, state2, lr, c1, c2)
         if loss != -1.0:
