@@ -17,10 +17,13 @@ threading layer                        batch 100       batch 10000
 OpenMP's default active waiting keeps its workers spinning on the cores that OpenBLAS's
 threads need. The policy:
 
-1. At import, fastbp sets ``OMP_WAIT_POLICY=PASSIVE`` unless you set it (it only takes
-   effect if OpenMP is not loaded yet) and, unless you set ``NUMBA_THREADING_LAYER``
-   yourself, selects the ``tbb`` layer (its workers sleep when idle) when the TBB runtime
-   loads (the ``tbb`` wheel, a dependency on x86-64), else Numba's default (``omp``).
+1. At import, unless you set ``NUMBA_THREADING_LAYER`` yourself, fastbp selects the
+   ``tbb`` layer (its workers sleep when idle) when the TBB runtime loads (the ``tbb``
+   wheel, a dependency on x86-64), and then changes nothing else. Only when Numba will run
+   on OpenMP (``NUMBA_THREADING_LAYER=omp``, or no TBB) does it set
+   ``OMP_WAIT_POLICY=PASSIVE``, unless you set a policy or ``FASTBP_NO_ENV=1``. That
+   variable is process-wide (it takes effect if OpenMP is not loaded yet, and also for an
+   OpenMP another library loads later).
 2. Kernels never call BLAS inside a parallel region; Numba's pool and BLAS take turns.
 3. Small work runs the serial twin of each kernel (thresholds in
    ``fastbp/kernels/_compile.py``): a fork/join costs more than the work.
@@ -65,11 +68,20 @@ def _load_tbb():
 
 
 def _choose_threading_layer():
-    # OpenMP's default active waiting keeps its idle workers spinning on the cores that
-    # OpenBLAS needs; passive waiting is harmless for every other layer.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The tbb layer's idle workers sleep: then nothing else is needed, and nothing in the
+    # process environment is changed.
     if not _layer_env and _load_tbb():
         numba.config.THREADING_LAYER = "tbb"
+        return
+    # Numba will run on OpenMP (asked for, or its first choice without tbb). OpenMP's
+    # default active waiting keeps its idle workers spinning on the cores OpenBLAS needs:
+    # ask for passive waiting, unless the user set a policy or FASTBP_NO_ENV=1. This
+    # variable is process-wide: an OpenMP loaded later by another library (PyTorch,
+    # scikit-learn) sees it too.
+    layer = os.environ.get("NUMBA_THREADING_LAYER", "default").lower()
+    if layer in ("workqueue", "tbb") or os.environ.get("FASTBP_NO_ENV", "0") not in ("", "0"):
+        return
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 _choose_threading_layer()

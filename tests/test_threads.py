@@ -34,13 +34,23 @@ def _child(env_extra):
 
 @compiled_only
 def test_policy_picks_tbb_when_its_runtime_is_installed():
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the tbb wheel is a dependency on x86-64 only")
     layer, wait = _child({})
-    assert wait == "PASSIVE"
     tbb_wheel = os.path.exists(os.path.join(sys.prefix, "lib", "libtbb.so.12"))
-    if tbb_wheel:  # the pip wheel's library is not on the loader path of a virtualenv
-        assert layer == "tbb"
-    else:
-        assert layer in ("tbb", "omp", "workqueue")
+    assert tbb_wheel, "the tbb wheel is a dependency on x86-64: its library must be there"
+    # the pip wheel's library is not on the loader path of a virtualenv; fastbp loads it
+    assert layer == "tbb"
+    assert wait is None  # with tbb, fastbp leaves OpenMP's environment alone
+
+
+@compiled_only
+def test_omp_layer_gets_passive_waiting_unless_turned_off():
+    layer, wait = _child({"NUMBA_THREADING_LAYER": "omp"})
+    assert (layer, wait) == ("omp", "PASSIVE")
+    layer, wait = _child({"NUMBA_THREADING_LAYER": "omp", "FASTBP_NO_ENV": "1"})
+    assert (layer, wait) == ("omp", None)
 
 
 @compiled_only
