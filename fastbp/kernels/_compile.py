@@ -36,6 +36,15 @@ _launch_threads()
 #: (benchmarks/bench_activations.py, benchmarks/elementwise_bandwidth.py).
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
+#: Parameters from which the optimizer pass inside a fused training step goes parallel.
+#: There it follows BLAS calls and serial passes, and waking Numba's pool cost more than
+#: the pass: 784-100x4-10 (109 610 parameters), Adam, float32, batch 100, the step's
+#: kernel took 647-875 us with a parallel pass and 590 us with a serial one (the serial
+#: pass alone: 36 us); at batch 1, 85 us and 67 us (/tmp-style timing in one process,
+#: numba.set_num_threads(2) vs (1); benchmarks/compare_frameworks.py --model mlp4). Only
+#: networks far larger than the book's go parallel.
+FUSED_UPDATE_PARALLEL_MIN_ELEMENTS = 1 << 22
+
 #: Batch rows from which the row passes of the training steps (bias + activation, softmax,
 #: masks, argmax) run on Numba's pool (benchmarks/bench_train_step.py: serial and parallel
 #: passes were equal from 512 rows up, the parallel ones slower below).

@@ -26,7 +26,8 @@ twin and sums in a fixed order, so 1 and N Numba threads give the same bits.
 from numba import njit
 
 from ._blas import NO_TRANS, TRANS, gemm
-from ._compile import AFFINE_BLAS_MIN_FLOPS, SMALL_BATCH, require_c_contiguous
+from ._compile import (AFFINE_BLAS_MIN_FLOPS, FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH,
+                       require_c_contiguous)
 from ._sparse import gather_rows, list_stride, scatter_rows
 from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
 from .affine import column_sum, fill_zero, matmul_loops, matmul_t_loops, rank1_loops
@@ -380,7 +381,8 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
 def _update(kind, flat, grads, state1, state2, lo, hi, lr, c1, c2, decay):
     s1 = state1[lo:hi] if state1.size > 0 else state1
     s2 = state2[lo:hi] if state2.size > 0 else state2
-    optimizer_update(kind, flat[lo:hi], grads[lo:hi], s1, s2, lr, c1, c2, decay)
+    optimizer_update(kind, flat[lo:hi], grads[lo:hi], s1, s2, lr, c1, c2, decay,
+                     FUSED_UPDATE_PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)

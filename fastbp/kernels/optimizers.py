@@ -19,7 +19,9 @@ the book under NumPy 1); the two agree to float32 rounding.
 
 The public functions are ``@njit`` dispatchers: call them from Python or from your own
 ``@njit`` code. They check nothing (see :mod:`fastbp.ops` for checked versions) and pick
-the serial or the parallel twin by element count. The twins give identical bits: every
+the serial or the parallel twin by element count: the parallel one from ``min_parallel``
+elements (default :data:`._compile.PARALLEL_MIN_ELEMENTS`; the fused training steps pass
+:data:`._compile.FUSED_UPDATE_PARALLEL_MIN_ELEMENTS`). The twins give identical bits: every
 element is computed on its own.
 """
 import numpy as np
@@ -181,7 +183,8 @@ _adam_serial, _adam_parallel = twins(_adam_body, error_model="numpy")
 
 
 @njit(cache=True, nogil=True)
-def sgd_decay_update(param, grad, lr, decay=0.0):
+def sgd_decay_update(param, grad, lr, decay=0.0,
+                     min_parallel=PARALLEL_MIN_ELEMENTS):
     """SGD with weight decay: ``param -= lr * (grad + decay * param)``, in place.
 
     Parameters
@@ -196,14 +199,15 @@ def sgd_decay_update(param, grad, lr, decay=0.0):
     """
     pf = param.reshape(param.size)
     gf = grad.reshape(grad.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
+    if param.size >= min_parallel:
         _sgd_decay_parallel(pf, gf, lr, decay)
     else:
         _sgd_decay_serial(pf, gf, lr, decay)
 
 
 @njit(cache=True, nogil=True)
-def momentum_update(param, grad, v, lr, momentum, decay=0.0):
+def momentum_update(param, grad, v, lr, momentum, decay=0.0,
+                    min_parallel=PARALLEL_MIN_ELEMENTS):
     """Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
 
     ``g = grad + decay * param``.
@@ -225,14 +229,15 @@ def momentum_update(param, grad, v, lr, momentum, decay=0.0):
     pf = param.reshape(param.size)
     gf = grad.reshape(grad.size)
     vf = v.reshape(v.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
+    if param.size >= min_parallel:
         _momentum_parallel(pf, gf, vf, lr, momentum, decay)
     else:
         _momentum_serial(pf, gf, vf, lr, momentum, decay)
 
 
 @njit(cache=True, nogil=True)
-def nesterov_update(param, grad, v, lr, momentum, decay=0.0):
+def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
+                    min_parallel=PARALLEL_MIN_ELEMENTS):
     """Nesterov's accelerated gradient (the book's form), in place.
 
     ``param += momentum*momentum*v; param -= (1+momentum)*lr*g; v *= momentum;
@@ -255,14 +260,15 @@ def nesterov_update(param, grad, v, lr, momentum, decay=0.0):
     pf = param.reshape(param.size)
     gf = grad.reshape(grad.size)
     vf = v.reshape(v.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
+    if param.size >= min_parallel:
         _nesterov_parallel(pf, gf, vf, lr, momentum, decay)
     else:
         _nesterov_serial(pf, gf, vf, lr, momentum, decay)
 
 
 @njit(cache=True, nogil=True)
-def adagrad_update(param, grad, h, lr, decay=0.0):
+def adagrad_update(param, grad, h, lr, decay=0.0,
+                   min_parallel=PARALLEL_MIN_ELEMENTS):
     """AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + EPS)``.
 
     ``g = grad + decay * param``.
@@ -282,14 +288,15 @@ def adagrad_update(param, grad, h, lr, decay=0.0):
     pf = param.reshape(param.size)
     gf = grad.reshape(grad.size)
     hf = h.reshape(h.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
+    if param.size >= min_parallel:
         _adagrad_parallel(pf, gf, hf, lr, decay)
     else:
         _adagrad_serial(pf, gf, hf, lr, decay)
 
 
 @njit(cache=True, nogil=True)
-def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0):
+def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
+                   min_parallel=PARALLEL_MIN_ELEMENTS):
     """RMSprop, in place.
 
     ``h *= decay_rate; h += (1-decay_rate)*g*g; param -= lr*g / (sqrt(h) + EPS)`` with
@@ -312,14 +319,15 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0):
     pf = param.reshape(param.size)
     gf = grad.reshape(grad.size)
     hf = h.reshape(h.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
+    if param.size >= min_parallel:
         _rmsprop_parallel(pf, gf, hf, lr, decay_rate, decay)
     else:
         _rmsprop_serial(pf, gf, hf, lr, decay_rate, decay)
 
 
 @njit(cache=True, nogil=True)
-def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0):
+def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
+                min_parallel=PARALLEL_MIN_ELEMENTS):
     """Adam (the book's form), in place.
 
     ``m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); param -= lr_t*m / (sqrt(v) + EPS)``
@@ -345,14 +353,15 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0):
     gf = grad.reshape(grad.size)
     mf = m.reshape(m.size)
     vf = v.reshape(v.size)
-    if param.size >= PARALLEL_MIN_ELEMENTS:
+    if param.size >= min_parallel:
         _adam_parallel(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
     else:
         _adam_serial(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
 
 
 @njit(cache=True, nogil=True)
-def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay):
+def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
+                     min_parallel=PARALLEL_MIN_ELEMENTS):
     """One update of the optimizer `kind` on `param`, in place: the fused steps' entry.
 
     Parameters
@@ -377,6 +386,8 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay):
         ``beta2`` (Adam); unused otherwise.
     decay : float
         L2 weight-decay coefficient, folded into the gradient (0: the book's optimizer).
+    min_parallel : int
+        Elements from which the parallel twin runs.
 
     Raises
     ------
@@ -390,17 +401,17 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay):
     state2)``.
     """
     if kind == SGD:
-        sgd_decay_update(param, grad, lr, decay)
+        sgd_decay_update(param, grad, lr, decay, min_parallel)
     elif kind == MOMENTUM:
-        momentum_update(param, grad, state1, lr, c1, decay)
+        momentum_update(param, grad, state1, lr, c1, decay, min_parallel)
     elif kind == NESTEROV:
-        nesterov_update(param, grad, state1, lr, c1, decay)
+        nesterov_update(param, grad, state1, lr, c1, decay, min_parallel)
     elif kind == ADAGRAD:
-        adagrad_update(param, grad, state1, lr, decay)
+        adagrad_update(param, grad, state1, lr, decay, min_parallel)
     elif kind == RMSPROP:
-        rmsprop_update(param, grad, state1, lr, c1, decay)
+        rmsprop_update(param, grad, state1, lr, c1, decay, min_parallel)
     elif kind == ADAM:
-        adam_update(param, grad, state1, state2, lr, c1, c2, decay)
+        adam_update(param, grad, state1, state2, lr, c1, c2, decay, min_parallel)
     else:
         raise ValueError("optimizer_update: kind must be one of SGD, MOMENTUM, NESTEROV, "
                          "ADAGRAD, RMSPROP, ADAM (0-5)")
