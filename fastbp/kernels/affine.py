@@ -65,16 +65,44 @@ def rank1_loops(alpha, a, g, W):
 
 @njit(cache=True, nogil=True)
 def matmul_t_loops(g, W, out):
-    """``out = g @ W.T``: each element a dot product of two contiguous rows.
-    `g` (n, m), `W` (d, m), `out` (n, d)."""
+    """``out = g @ W.T``: each element a dot product of two contiguous rows, summed in
+    column order. `g` (n, m), `W` (d, m), `out` (n, d)."""
+    # Eight outputs at a time: eight independent chains of adds instead of one (a strict
+    # order of additions keeps LLVM from vectorizing a single reduction), each element
+    # still summed in column order, so the bits of one dot product at a time. 1 x 100 x
+    # 100 float32: 5.5 us with one chain.
     n, m = g.shape
     d = W.shape[0]
+    zero = out.dtype.type(0)
     for i in range(n):
-        for k in range(d):
-            acc = out.dtype.type(0)
+        k = 0
+        while k + 8 <= d:
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
+            for j in range(m):
+                gj = g[i, j]
+                a0 += gj * W[k, j]
+                a1 += gj * W[k + 1, j]
+                a2 += gj * W[k + 2, j]
+                a3 += gj * W[k + 3, j]
+                a4 += gj * W[k + 4, j]
+                a5 += gj * W[k + 5, j]
+                a6 += gj * W[k + 6, j]
+                a7 += gj * W[k + 7, j]
+            out[i, k] = a0
+            out[i, k + 1] = a1
+            out[i, k + 2] = a2
+            out[i, k + 3] = a3
+            out[i, k + 4] = a4
+            out[i, k + 5] = a5
+            out[i, k + 6] = a6
+            out[i, k + 7] = a7
+            k += 8
+        while k < d:
+            acc = zero
             for j in range(m):
                 acc += g[i, j] * W[k, j]
             out[i, k] = acc
+            k += 1
 
 
 @njit(cache=True, nogil=True)
