@@ -481,37 +481,14 @@ class Momentum(_Optimizer):
         return self.lr, self.momentum, 0.0
 
 
-
-class Nesterov(_Optimizer):
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's form (arXiv:1212.0901).
 
     ``param += momentum**2 * v; param -= (1+momentum)*lr*grad; v = momentum*v - lr*grad``.
-
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
-    momentum : float
-        In [0, 1).
-
-    Attributes
-    ----------
-    v : dict of str to ndarray or None
-        Velocity per parameter, created on the first update.
+    Constructor, attributes and state as :class:`Momentum`.
     """
 
     kind = _K.NESTEROV
-    _state = ("v",)
-    _hyper_names = ("lr", "momentum")
-    momentum = _Hyper(_unit_interval)
-
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.momentum = momentum
-        super().__init__(lr)
-
-    def peek_hyper(self):
-        return self.lr, self.momentum, 0.0
-
 
 
 class AdaGrad(_Optimizer):
@@ -564,7 +541,6 @@ class RMSprop(_Optimizer):
 
     def peek_hyper(self):
         return self.lr, self.decay_rate, 0.0
-
 
 
 class Adam(_Optimizer):
