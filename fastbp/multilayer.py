@@ -47,9 +47,9 @@ def _int(name, v, minimum=1):
     return int(v)
 
 
-def _fraction(name, v, *, closed=False):
+def _fraction(name, v):
     v = ops._real(name, v)
-    if not (0.0 <= v < 1.0 or (closed and v == 1.0)):
+    if not 0.0 <= v < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {v}")
     return v
 
