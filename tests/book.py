@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from conftest import MISSING_DATA
+
 ROOT = os.environ.get("FASTBP_BOOK_REFERENCE", os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "book-reference"))
 
@@ -16,8 +18,8 @@ ROOT = os.environ.get("FASTBP_BOOK_REFERENCE", os.path.join(
 def book(module):
     """The book's `module` (e.g. ``"common.optimizer"``), or skip the calling test."""
     if not os.path.isdir(os.path.join(ROOT, "common")):
-        pytest.skip(f"the book's code is not at {os.path.abspath(ROOT)} (set "
-                    "FASTBP_BOOK_REFERENCE)")
+        pytest.skip(f"{MISSING_DATA} the book's code is not at {os.path.abspath(ROOT)} "
+                    "(set FASTBP_BOOK_REFERENCE)")
     root = os.path.abspath(ROOT)
     if root not in sys.path:
         sys.path.append(root)

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -28,3 +31,39 @@ def layouts(a):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# -- the shared data (../shared/datasets) and the book's code (../shared/book-reference) ----
+
+#: Prefix of every skip reason that means "the shared folder is missing": with
+#: FASTBP_REQUIRE_DATA=1 (CI) such a skip is a failure, so the data tests cannot silently
+#: stop running.
+MISSING_DATA = "shared data missing:"
+
+
+def shared_data_dir() -> Path:
+    """``$FASTBP_TEST_DATA``, else ``../shared/datasets`` next to the checkout."""
+    env = os.environ.get("FASTBP_TEST_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+SHARED = shared_data_dir()
+needs_fashion = pytest.mark.skipif(
+    not (SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"{MISSING_DATA} Fashion-MNIST not in {SHARED / 'fashion-mnist'} "
+           "(set FASTBP_TEST_DATA to the shared datasets folder)")
+needs_mnist_test = pytest.mark.skipif(
+    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason=f"{MISSING_DATA} MNIST test split not in {SHARED / 'mnist'} "
+           "(set FASTBP_TEST_DATA to the shared datasets folder)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and MISSING_DATA in str(report.longrepr)
+            and os.environ.get("FASTBP_REQUIRE_DATA", "0") not in ("", "0")):
+        report.outcome = "failed"
+        report.longrepr = (f"FASTBP_REQUIRE_DATA=1, but the test skipped: "
+                           f"{report.longrepr}")

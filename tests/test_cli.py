@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,20 +14,7 @@ from fastbp.cli import main
 from fastbp.datasets import mnist as mnist_mod
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("FASTBP_TEST_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-SHARED = shared_data_dir()
-needs_fashion = pytest.mark.skipif(
-    not (SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not found in {SHARED / 'fashion-mnist'} (set FASTBP_TEST_DATA)",
-)
-needs_mnist_test = pytest.mark.skipif(
-    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
-    reason=f"MNIST test split not found in {SHARED / 'mnist'} (set FASTBP_TEST_DATA)",
-)
+from conftest import SHARED, needs_fashion, needs_mnist_test
 
 
 @pytest.fixture(autouse=True)

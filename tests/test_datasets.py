@@ -6,7 +6,6 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
-import os
 import struct
 import threading
 from pathlib import Path
@@ -22,20 +21,7 @@ from fastbp.datasets import mnist as mnist_mod
 from fastbp.datasets import DatasetNotFoundError, DownloadError, download_file, load_mnist, load_split, parse_idx, read_idx
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("FASTBP_TEST_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-SHARED = shared_data_dir()
-needs_fashion = pytest.mark.skipif(
-    not (SHARED / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not found in {SHARED / 'fashion-mnist'} (set FASTBP_TEST_DATA to the shared datasets folder)",
-)
-needs_mnist_test = pytest.mark.skipif(
-    not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
-    reason=f"MNIST test split not found in {SHARED / 'mnist'} (set FASTBP_TEST_DATA to the shared datasets folder)",
-)
+from conftest import SHARED, needs_fashion, needs_mnist_test
 
 
 def idx_bytes(arr: np.ndarray, code: int = 0x08) -> bytes:

@@ -35,11 +35,7 @@ def test_gradient_check_example():
 # -- chapter 6 (examples/ch06): each script, shortened, on Fashion-MNIST ----------------------
 
 CH06 = EXAMPLES / "ch06"
-SHARED_DATA = Path(os.environ.get("FASTBP_TEST_DATA")
-                   or Path(__file__).resolve().parents[2] / "shared" / "datasets")
-needs_fashion = pytest.mark.skipif(
-    not (SHARED_DATA / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not found in {SHARED_DATA / 'fashion-mnist'} (set FASTBP_TEST_DATA)")
+from conftest import SHARED as SHARED_DATA, needs_fashion  # noqa: E402
 
 #: Each example with options that make it run in a few seconds.
 CH06_RUNS = {

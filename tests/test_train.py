@@ -4,9 +4,7 @@ the two-layer (ch. 5) and multi-layer (ch. 6) networks."""
 from __future__ import annotations
 
 import math
-import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +16,7 @@ from fastbp.optimizers import SGD, Adam, Momentum
 from fastbp.train import EpochRecord, accuracy, describe, plot_history, train
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("FASTBP_TEST_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-SHARED = shared_data_dir()
+from conftest import SHARED, needs_mnist_test
 
 
 def blobs(n=600, d=784, classes=10, seed=0, dtype=np.float32):
@@ -248,8 +241,7 @@ def test_plot_history_writes_png(data, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(not (SHARED / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason=f"MNIST test split not found in {SHARED / 'mnist'} (set FASTBP_TEST_DATA)")
+@needs_mnist_test
 def test_mnist_digits_8000_2000_short_run():
     """Shorter version of the issue's check: first 8000 test images train, last 2000 test, >= 92 %."""
     from fastbp.datasets import load_split
