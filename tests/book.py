@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import MISSING_DATA
+from conftest import MISSING_BOOK
 
 ROOT = os.environ.get("FASTBP_BOOK_REFERENCE", os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "book-reference"))
@@ -18,7 +18,7 @@ ROOT = os.environ.get("FASTBP_BOOK_REFERENCE", os.path.join(
 def book(module):
     """The book's `module` (e.g. ``"common.optimizer"``), or skip the calling test."""
     if not os.path.isdir(os.path.join(ROOT, "common")):
-        pytest.skip(f"{MISSING_DATA} the book's code is not at {os.path.abspath(ROOT)} "
+        pytest.skip(f"{MISSING_BOOK} the book's code is not at {os.path.abspath(ROOT)} "
                     "(set FASTBP_BOOK_REFERENCE)")
     root = os.path.abspath(ROOT)
     if root not in sys.path:

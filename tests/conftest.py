@@ -39,6 +39,8 @@ def rng():
 #: FASTBP_REQUIRE_DATA=1 (CI) such a skip is a failure, so the data tests cannot silently
 #: stop running.
 MISSING_DATA = "shared data missing:"
+#: The same for the book's code, with FASTBP_REQUIRE_BOOK=1.
+MISSING_BOOK = "book code missing:"
 
 
 def shared_data_dir() -> Path:
@@ -62,8 +64,11 @@ needs_mnist_test = pytest.mark.skipif(
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if (report.skipped and MISSING_DATA in str(report.longrepr)
-            and os.environ.get("FASTBP_REQUIRE_DATA", "0") not in ("", "0")):
-        report.outcome = "failed"
-        report.longrepr = (f"FASTBP_REQUIRE_DATA=1, but the test skipped: "
-                           f"{report.longrepr}")
+    if not report.skipped:
+        return
+    for prefix, variable in ((MISSING_DATA, "FASTBP_REQUIRE_DATA"),
+                             (MISSING_BOOK, "FASTBP_REQUIRE_BOOK")):
+        if (prefix in str(report.longrepr)
+                and os.environ.get(variable, "0") not in ("", "0")):
+            report.outcome = "failed"
+            report.longrepr = f"{variable}=1, but the test skipped: {report.longrepr}"
