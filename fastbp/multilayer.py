@@ -151,7 +151,8 @@ class MultiLayerNet:
         for idx in range(1, nl if bn else 1):
             shapes[f"gamma{idx}"] = (sizes[idx],)
             shapes[f"beta{idx}"] = (sizes[idx],)
-        offsets, total = {}, 0
+        self._offsets, total = {}, 0
+        offsets = self._offsets
         for key, shape in shapes.items():
             offsets[key] = total
             total += int(np.prod(shape))
@@ -411,7 +412,7 @@ class MultiLayerNet:
             The loss of the batch before the update, weight-decay term included (NaN if
             the step met NaN or inf; the trainer stops on it).
         """
-        if not (hasattr(optimizer, "flat_state") and hasattr(optimizer, "next_hyper")):
+        if not all(hasattr(optimizer, a) for a in ("flat_state", "peek_hyper", "advance")):
             raise TypeError("optimizer must be one of fastbp.optimizers (SGD, Momentum, "
                             "Nesterov, AdaGrad, RMSprop, Adam), got "
                             f"{type(optimizer).__name__}")
@@ -433,7 +434,7 @@ class MultiLayerNet:
         loss = self._fused(x, t, kind, state1, state2, *hyper, work)
         if loss == -1.0:
             self._checked_batch(x, t)  # raises the ValueError naming the label
-        optimizer.next_hyper()  # only now: a rejected step leaves the optimizer as it was
+        optimizer.advance()  # only now: a rejected step leaves the optimizer as it was
         return loss
 
     def fused_gradient(self, x, t):
@@ -445,8 +446,7 @@ class MultiLayerNet:
         self._fused(x, t, -1, empty, empty, 0.0, 0.0, 0.0, self._workspace(x.shape[0]))
         out = {}
         for key, view in self._views.items():
-            off = (view.__array_interface__["data"][0]
-                   - self._flat.__array_interface__["data"][0]) // self.dtype.itemsize
+            off = self._offsets[key]
             out[key] = self._grads[off:off + view.size].reshape(view.shape).copy()
         return out
 

@@ -72,7 +72,7 @@ class _Hyper:
 
 
 class _Optimizer:
-    """What the six optimizers share; subclasses set `kind`, `_state` and `next_hyper`."""
+    """What the six optimizers share; subclasses set `kind`, `_state` and `peek_hyper`."""
 
     kind = None
     #: Names of the per-parameter state dicts, in kernel order (state1, state2).
@@ -111,7 +111,7 @@ class _Optimizer:
         once per step, not once per parameter: Adam counts steps with it.
         """
         hyper = self.peek_hyper()
-        self._advance()
+        self.advance()
         return hyper
 
     def peek_hyper(self):
@@ -119,8 +119,9 @@ class _Optimizer:
         (a fused step that is rejected must leave the optimizer as it was)."""
         return self.lr, 0.0, 0.0
 
-    def _advance(self):
-        """Count one update (Adam's bias correction needs the count)."""
+    def advance(self):
+        """Count one update (Adam's bias correction needs the count): :meth:`next_hyper`
+        is :meth:`peek_hyper` then this."""
 
     # -- update ---------------------------------------------------------------------------
 
@@ -583,7 +584,7 @@ class Adam(_Optimizer):
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** it) / (1.0 - self.beta1 ** it)
         return lr_t, self.beta1, self.beta2
 
-    def _advance(self):
+    def advance(self):
         self.iter += 1
 
 

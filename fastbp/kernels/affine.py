@@ -114,6 +114,43 @@ def fill_zero(a):
 
 
 @njit(cache=True, nogil=True)
+def product(a, W, out):
+    """``out = a @ W``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
+    :func:`matmul_loops`."""
+    n, d = a.shape
+    m = W.shape[1]
+    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
+        gemm(NO_TRANS, NO_TRANS, n, m, d, 1.0, a, d, W, m, 0.0, out, m)
+    else:
+        matmul_loops(a, W, out, False)
+
+
+@njit(cache=True, nogil=True)
+def weight_grad(a, dz, dW):
+    """``dW = a.T @ dz``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
+    :func:`rank1_loops` row after row of the batch."""
+    n, d = a.shape
+    m = dz.shape[1]
+    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
+        gemm(TRANS, NO_TRANS, d, m, n, 1.0, a, d, dz, m, 0.0, dW, m)
+    else:
+        fill_zero(dW)
+        rank1_loops(1.0, a, dz, dW)
+
+
+@njit(cache=True, nogil=True)
+def input_grad(dz, W, da):
+    """``da = dz @ W.T``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
+    :func:`matmul_t_loops`."""
+    n, m = dz.shape
+    d = W.shape[0]
+    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
+        gemm(NO_TRANS, TRANS, n, d, m, 1.0, dz, m, W, m, 0.0, da, d)
+    else:
+        matmul_t_loops(dz, W, da)
+
+
+@njit(cache=True, nogil=True)
 def column_sum(a, out):
     """``out = a.sum(axis=0)``, summed row after row so any thread count gives the same bits.
 
@@ -170,15 +207,7 @@ def affine_backward(dout, x, W, dW, db, dx=None):
         Written in place when given. The first layer of a network never needs it: omit it
         and that product is skipped.
     """
-    n, d = x.shape
-    m = W.shape[1]
     column_sum(dout, db)
-    if n * d * m < AFFINE_BLAS_MIN_FLOPS:
-        fill_zero(dW)
-        rank1_loops(1.0, x, dout, dW)
-        if dx is not None:
-            matmul_t_loops(dout, W, dx)
-        return
-    gemm(TRANS, NO_TRANS, d, m, n, 1.0, x, d, dout, m, 0.0, dW, m)
+    weight_grad(x, dout, dW)
     if dx is not None:
-        gemm(NO_TRANS, TRANS, n, d, m, 1.0, dout, m, W, m, 0.0, dx, d)
+        input_grad(dout, W, dx)

@@ -25,12 +25,10 @@ twin and sums in a fixed order, so 1 and N Numba threads give the same bits.
 """
 from numba import njit
 
-from ._blas import NO_TRANS, TRANS, gemm
-from ._compile import (AFFINE_BLAS_MIN_FLOPS, FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH,
-                       require_c_contiguous)
+from ._compile import FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH, require_c_contiguous
 from ._sparse import gather_rows, list_stride, scatter_rows
 from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
-from .affine import column_sum, fill_zero, matmul_loops, matmul_t_loops, rank1_loops
+from .affine import column_sum, fill_zero, input_grad, product, weight_grad
 from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                         batchnorm_work_rows)
 from .dropout import dropout_backward, dropout_forward, dropout_mask
@@ -124,40 +122,6 @@ def _matrix(buf, off, rows, cols):
 
 
 @njit(cache=True, nogil=True)
-def _product(a, W, out):
-    # out = a @ W: BLAS above AFFINE_BLAS_MIN_FLOPS, else the zero-skipping loops.
-    n, d = a.shape
-    m = W.shape[1]
-    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
-        gemm(NO_TRANS, NO_TRANS, n, m, d, 1.0, a, d, W, m, 0.0, out, m)
-    else:
-        matmul_loops(a, W, out, False)
-
-
-@njit(cache=True, nogil=True)
-def _weight_grad(a, dz, dW):
-    # dW = a.T @ dz: BLAS, or rank-1 updates row after row skipping zero inputs.
-    n, d = a.shape
-    m = dz.shape[1]
-    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
-        gemm(TRANS, NO_TRANS, d, m, n, 1.0, a, d, dz, m, 0.0, dW, m)
-    else:
-        fill_zero(dW)
-        rank1_loops(1.0, a, dz, dW)
-
-
-@njit(cache=True, nogil=True)
-def _input_grad(dz, W, da):
-    # da = dz @ W.T: BLAS, or one dot product of two contiguous rows per element.
-    n, m = dz.shape
-    d = W.shape[0]
-    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
-        gemm(NO_TRANS, TRANS, n, d, m, 1.0, dz, m, W, m, 0.0, da, d)
-    else:
-        matmul_t_loops(dz, W, da)
-
-
-@njit(cache=True, nogil=True)
 def _activate(h, act):
     if act == RELU:
         relu_forward(h, h)
@@ -186,7 +150,7 @@ def _forward(x, flat, layout, stats, arena, masks, lists, table, act, train, bn_
             # by the backward pass for dW1.
             gather_rows(x, lists, W, z)
         else:
-            _product(a, W, z)
+            product(a, W, z)
         if bn:
             bias_act_rows(z, b, IDENTITY)
             g0 = layout[l, GAMMA_OFF]
@@ -220,7 +184,7 @@ def _forward(x, flat, layout, stats, arena, masks, lists, table, act, train, bn_
             a = out
     C = layout[L, D_OUT]
     y = _matrix(arena, table[table.shape[0] - Y_ROW_FROM_END, 0], n, C)
-    _product(a, _matrix(flat, layout[L, W_OFF], layout[L, D_IN], C), y)
+    product(a, _matrix(flat, layout[L, W_OFF], layout[L, D_IN], C), y)
     return y
 
 
@@ -320,15 +284,15 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
                 fill_zero(gW)
                 scatter_rows(gW.dtype.type(1.0), x, lists, dz, gW)
             else:
-                _weight_grad(x, dz, gW)
+                weight_grad(x, dz, gW)
             break
         p = l - 1  # the hidden layer whose output feeds layer l
         a_off = table[p, A_OFF] if table[p, A_OFF] >= 0 else table[p, H_OFF]
         a = _matrix(arena, a_off, n, d_in)
-        _weight_grad(a, dz, gW)
+        weight_grad(a, dz, gW)
         da = _matrix(arena, table[yr, 2] if ping else table[yr, 3], n, d_in)
         ping = not ping
-        _input_grad(dz, _matrix(flat, w0, d_in, d), da)
+        input_grad(dz, _matrix(flat, w0, d_in, d), da)
         h = _matrix(arena, table[p, H_OFF], n, d_in)
         if table[p, MASK_OFF] >= 0:
             dropout_backward(da, _matrix(masks, table[p, MASK_OFF], n, d_in), da)
