@@ -3,14 +3,34 @@ from collections import OrderedDict
 
 import numpy as np
 from numba.core.errors import TypingError
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import kernels, ops
+from .kernels import network as KN
 from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Relu, SoftmaxWithLoss
 
 _KEYS = ("W1", "b1", "W2", "b2")
 _INTP = np.dtype(np.intp)
 _INF = float("inf")
+
+
+#: Work buffers of the fused step (h, y, dy, dh, dW1, db1, dW2, db2, row_loss); the tuples
+#: of TwoLayerNet._work end with the path flags of _training_paths after them.
+_BUFFERS = 9
+
+
+def _training_paths(n):
+    """The path arguments of ``kernels.network.two_layer_step_paths`` /
+    ``train_step_labels_paths`` for a training step (``lr > 0``) on `n` rows: ``None`` for
+    each code path such a step never takes (the gradients-only branch, the small-batch path,
+    the parallel twins below ``PARALLEL_MIN_ROWS``), so the first step compiles only its own
+    path (docs/decisions/cold-start.md); the kernel makes the same choice at run time.
+    Empty up to ``SMALL_BATCH`` rows: there the plain kernels run, whose call from Python
+    costs less (their first call compiles every path, as before)."""
+    if n <= KN.SMALL_BATCH:
+        return ()
+    return (None, None, None) if n < KN.PARALLEL_MIN_ROWS else (None, None, True)
 
 
 class TwoLayerNet:
@@ -29,8 +49,9 @@ class TwoLayerNet:
         book, so ``np.random.seed`` still applies.
     """
 
-    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *,
-                 dtype=np.float64, seed=None):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 weight_init_std: float = 0.01, *, dtype: DTypeLike = np.float64,
+                 seed: int | None = None) -> None:
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
                         ("output_size", output_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -63,16 +84,16 @@ class TwoLayerNet:
         self.lastLayer = SoftmaxWithLoss()
 
     # -- the book's API -------------------------------------------------------------------
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
-    def loss(self, x, t):
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
         y = self.predict(x)
         return self.lastLayer.forward(y, t)
 
-    def accuracy(self, x, t):
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
         out = self.predict(x)
         y = np.argmax(out, axis=1)
         t = ops._targets(t, out)  # labels or one-hot rows of the right shape, else an error
@@ -80,11 +101,11 @@ class TwoLayerNet:
             t = np.argmax(t, axis=1)
         return np.sum(y == t) / float(y.shape[0])
 
-    def numerical_gradient(self, x, t):
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         loss_W = lambda W: self.loss(x, t)  # noqa: E731  (the book's form)
         return {k: _numerical_gradient(loss_W, self.params[k]) for k in _KEYS}
 
-    def gradient(self, x, t):
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         self.loss(x, t)
         dout = self.lastLayer.backward(1)
         for layer in reversed(list(self.layers.values())):
@@ -104,11 +125,12 @@ class TwoLayerNet:
             dt = self.dtype
             work = (np.empty((n, H), dt), np.empty((n, C), dt), np.empty((n, C), dt),
                     np.empty((n, H), dt),
-                    *(np.empty(self.params[k].shape, dt) for k in _KEYS), np.empty(n))
+                    *(np.empty(self.params[k].shape, dt) for k in _KEYS), np.empty(n),
+                    *_training_paths(n))
             if len(self._work) >= 4:  # a training loop sees one or two batch sizes
                 self._work.clear()
             self._work[key] = work
-        return work
+        return work[:_BUFFERS]  # the stored tuple ends with the fast path's path arguments
 
     def _checked_params(self):
         p = [self.params[k] for k in _KEYS]
@@ -136,10 +158,14 @@ class TwoLayerNet:
             raise ValueError(f"x must have {W1.shape[0]} features per row, got shape {x.shape}")
         t = ops._targets(t, np.empty((x.shape[0], W2.shape[1]), self.dtype))
         work = self._buffers(x.shape[0], t.ndim == 2)
-        loss = kernels.two_layer_step(x, t, W1, b1, W2, b2, lr, *work)
+        paths = _training_paths(x.shape[0]) if lr > 0 else ()  # lr == 0: every path
+        if paths:
+            loss = KN.two_layer_step_paths(x, t, W1, b1, W2, b2, lr, *work, *paths)
+        else:
+            loss = kernels.two_layer_step(x, t, W1, b1, W2, b2, lr, *work)
         return loss, work
 
-    def train_step(self, x, t, lr):
+    def train_step(self, x: ArrayLike, t: ArrayLike, lr: float) -> float:
         """One SGD step on a batch, as one compiled call: returns the batch loss.
 
         Forward, backward and ``params[k] -= lr * grad[k]`` fused (see
@@ -156,9 +182,9 @@ class TwoLayerNet:
         float
             Mean loss of the batch before the update.
         """
-        # Fast path (batch 1: ~17 us of checks down to ~1 us): the checks of `_step` for the
+        # Fast path (docs/decisions/train-step-fast-path.md): the checks of `_step` for the
         # common case, written as cheap identity/attribute tests (np.isfinite on a float
-        # alone costs 0.6 us; the comparison chain rejects NaN and inf too). The kernel
+        # is slow here; the comparison chain rejects NaN and inf too). The kernel
         # checks every shape and label (-1.0: something does not fit, nothing touched), and
         # Numba's typing rejects params whose dtype, layout or writeable flag changed (a
         # TypingError before anything runs). Anything unusual (other types, dtypes,
@@ -175,8 +201,12 @@ class TwoLayerNet:
             if work is not None:
                 p = self.params
                 try:
-                    loss = kernels.train_step_labels(x, t, p["W1"], p["b1"], p["W2"],
-                                                     p["b2"], lr, *work)
+                    if len(work) == _BUFFERS:
+                        loss = kernels.train_step_labels(x, t, p["W1"], p["b1"], p["W2"],
+                                                         p["b2"], lr, *work)
+                    else:  # the path arguments follow the buffers (_training_paths)
+                        loss = KN.train_step_labels_paths(x, t, p["W1"], p["b1"], p["W2"],
+                                                          p["b2"], lr, *work)
                 except TypingError:
                     loss = -1.0
                 if loss != -1.0:
@@ -188,13 +218,14 @@ class TwoLayerNet:
         self._fast = self.dtype  # a full step has validated the params
         return loss
 
-    def fused_gradient(self, x, t):
+    def fused_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """The gradients of :meth:`gradient`, from the fused kernel (fresh arrays)."""
         _, work = self._step(x, t, 0.0)
         return {k: g.copy() for k, g in zip(_KEYS, work[4:8])}
 
 
-def gradient_check(net, x, t, h=1e-4):
+def gradient_check(net: TwoLayerNet, x: ArrayLike, t: ArrayLike, h: float = 1e-4
+                   ) -> dict[str, float]:
     """Mean absolute difference between backprop and numerical gradients, per parameter.
 
     Both are computed in float64 on a copy of `net`, so a float32 network is checked too.

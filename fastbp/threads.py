@@ -1,21 +1,11 @@
 """Thread policy: Numba's pool and the BLAS pools must not fight over the cores.
 
 fastbp runs three thread pools in one process: Numba's (the ``prange`` kernels) and two
-OpenBLAS pools (NumPy bundles one, SciPy another; Numba's ``np.dot`` calls SciPy's). On a
-2-vCPU AMD EPYC (Zen 3), with 2 Numba and 2 BLAS threads, a training step (TwoLayerNet
-784-50-10, float32) whose BLAS calls and Numba regions alternate measured
-(``benchmarks/thread_policy.py --rounds 2``, median us, notes/issue5.md):
-
-=====================================  ==============  ================
-threading layer                        batch 100       batch 10000
-=====================================  ==============  ================
-``omp`` (GNU OpenMP, active waiting)   9 971           39 386
-``workqueue``                          506             18 073
-``tbb``                                190             15 245
-=====================================  ==============  ================
-
-OpenMP's default active waiting keeps its workers spinning on the cores that OpenBLAS's
-threads need. The policy:
+OpenBLAS pools (NumPy bundles one, SciPy another; Numba's ``np.dot`` calls SciPy's). A
+training step alternates BLAS calls and Numba regions, and OpenMP's default active waiting
+keeps its workers spinning on the cores that OpenBLAS's threads need: with the ``omp``
+layer the step was many times slower than with ``tbb`` (measured with
+``benchmarks/thread_policy.py``; figures in docs/decisions/thread-policy.md). The policy:
 
 1. At import, unless you set ``NUMBA_THREADING_LAYER`` yourself, fastbp selects the
    ``tbb`` layer (its workers sleep when idle) when the TBB runtime loads (the ``tbb``
@@ -44,18 +34,37 @@ import numba
 _layer_env = "NUMBA_THREADING_LAYER" in os.environ
 
 
+#: The TBB runtime's file name per platform (the names Numba's own version check loads),
+#: and the folders of ``<prefix>`` where PyPI's ``tbb`` wheel puts it.
+_TBB_NAMES = {"win32": ("tbb12.dll", ("Library/bin", "Library/lib", "DLLs", "")),
+              "darwin": ("libtbb.12.dylib", ("lib",))}
+_TBB_DEFAULT = ("libtbb.so.12", ("lib",))
+
+
+def _tbb_candidates(platform=None, prefixes=None):
+    """Paths where the TBB runtime of the ``tbb`` wheel may be, in the order tried."""
+    name, folders = _TBB_NAMES.get(platform or sys.platform, _TBB_DEFAULT)
+    prefixes = prefixes or dict.fromkeys((sys.prefix, sys.base_prefix))
+    return [os.path.join(prefix, *folder.split("/"), name)
+            for prefix in prefixes for folder in folders]
+
+
 def _load_tbb():
     """Load the TBB runtime so Numba's ``tbb`` layer can start; True on success.
 
-    PyPI's ``tbb`` wheel installs only shared libraries, into ``<prefix>/lib``, which is
-    on the loader's path in a conda environment but not in a virtualenv: there Numba's
-    ``tbbpool`` extension failed with "libtbb.so.12: cannot open shared object file" and
-    Numba quietly fell back to OpenMP. Loading the library globally first fixes that.
+    PyPI's ``tbb`` wheel installs only shared libraries, into ``<prefix>/lib``
+    (``libtbb.so.12`` on Linux, ``libtbb.12.dylib`` on macOS) or ``<prefix>/Library/bin``
+    (``tbb12.dll`` on Windows), which is on the loader's path in a conda environment but
+    not in a virtualenv: there Numba's ``tbbpool`` extension failed with "libtbb.so.12:
+    cannot open shared object file" and Numba quietly fell back to OpenMP. Loading the
+    library globally first (on Windows: adding its folder to the DLL search path) fixes
+    that.
     """
-    for folder in (os.path.join(sys.prefix, "lib"), os.path.join(sys.base_prefix, "lib")):
-        path = os.path.join(folder, "libtbb.so.12")
+    for path in _tbb_candidates():
         if os.path.exists(path):
             try:
+                if sys.platform == "win32":
+                    os.add_dll_directory(os.path.dirname(path))
                 ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
             except OSError:
                 continue
@@ -100,29 +109,40 @@ def _blas_controller():
     return _controller
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use `n` threads in Numba's pool and in the BLAS pools of NumPy and SciPy.
 
     Parameters
     ----------
     n : int
-        Between 1 and ``numba.config.NUMBA_NUM_THREADS`` (the cores Numba saw at start-up).
+        Between 1 and ``numba.config.NUMBA_NUM_THREADS`` (the cores Numba saw at start-up,
+        unless the ``NUMBA_NUM_THREADS`` environment variable set another count).
+
+    Raises
+    ------
+    TypeError
+        If `n` is not an int.
+    ValueError
+        If `n` is outside that range; nothing is changed. More threads than cores would
+        only make Numba's and the BLAS pools compete for them, so the count is not clamped
+        silently either.
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     top = numba.config.NUMBA_NUM_THREADS
     if not 1 <= n <= top:
-        raise ValueError(f"n must be between 1 and {top} (NUMBA_NUM_THREADS), got {n}")
+        raise ValueError(f"n must be between 1 and {top} (NUMBA_NUM_THREADS: the cores "
+                         f"Numba saw at start-up), got {n}; pass at most {top}")
     numba.set_num_threads(n)
     _blas_controller().select(user_api="blas").limit(limits=n)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads in Numba's pool (the BLAS pools follow :func:`set_num_threads`)."""
     return numba.get_num_threads()
 
 
-def blas_threads():
+def blas_threads() -> dict[str, int]:
     """Thread counts of the loaded BLAS libraries, ``{filepath: num_threads}``."""
     return {lib.filepath: lib.num_threads
             for lib in _blas_controller().select(user_api="blas").lib_controllers}

@@ -38,7 +38,8 @@ def test_policy_picks_tbb_when_its_runtime_is_installed():
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("the tbb wheel is a dependency on x86-64 only")
     layer, wait = _child({})
-    tbb_wheel = os.path.exists(os.path.join(sys.prefix, "lib", "libtbb.so.12"))
+    from fastbp.threads import _tbb_candidates
+    tbb_wheel = any(os.path.exists(p) for p in _tbb_candidates())
     assert tbb_wheel, "the tbb wheel is a dependency on x86-64: its library must be there"
     # the pip wheel's library is not on the loader path of a virtualenv; fastbp loads it
     assert layer == "tbb"
@@ -70,7 +71,26 @@ def test_set_num_threads_sets_numba_and_blas():
     finally:
         fastbp.set_num_threads(top)
     assert set(blas_threads().values()) == {top}
-    with pytest.raises(ValueError, match="between 1 and"):
+    with pytest.raises(ValueError, match=f"between 1 and {top} .*the cores.*pass at most {top}"):
         fastbp.set_num_threads(top + 1)
+    with pytest.raises(ValueError, match="between 1 and"):
+        fastbp.set_num_threads(0)
+    assert fastbp.get_num_threads() == top  # a rejected call changes nothing
+    assert set(blas_threads().values()) == {top}
     with pytest.raises(TypeError, match="n must be an int"):
         fastbp.set_num_threads(1.0)
+
+
+@pytest.mark.parametrize("platform, name, folder", [
+    ("linux", "libtbb.so.12", os.path.join("P", "lib")),
+    ("darwin", "libtbb.12.dylib", os.path.join("P", "lib")),
+    ("win32", "tbb12.dll", os.path.join("P", "Library", "bin")),
+])
+def test_tbb_runtime_is_looked_for_under_each_platforms_name(platform, name, folder):
+    """The names Numba itself loads (numba/np/ufunc/parallel.py), in the folders where PyPI's
+    tbb wheel installs them: <prefix>/lib, or <prefix>/Library/bin on Windows."""
+    from fastbp.threads import _tbb_candidates
+
+    paths = _tbb_candidates(platform, ["P"])
+    assert paths[0] == os.path.join(folder, name)
+    assert all(os.path.basename(p) == name for p in paths)

@@ -14,8 +14,8 @@ Fusions across layer boundaries, so each intermediate is touched while it is in 
   batches) or a rank-1 update per row over the non-zero inputs only (small batches);
 * small batches (``n <= SMALL_BATCH``) never call BLAS: a call costs more than the work.
   They list each row's non-zero inputs once (:mod:`._sparse`) and use the list for both
-  ``x @ W1`` and W1's update: at batch 1 these took 0.7 and 1.1 us instead of 1.4 and
-  1.5 us with a scan of the inputs each.
+  ``x @ W1`` and W1's update instead of scanning the inputs for each
+  (docs/decisions/small-batch-zero-skipping.md).
 
 Large products go to NumPy's OpenBLAS through :mod:`._blas`, always outside ``prange``
 regions, so Numba's pool and OpenBLAS's threads take turns (see :mod:`fastbp.threads`).
@@ -30,7 +30,7 @@ from ._compile import PARALLEL_MIN_ROWS, SMALL_BATCH, require_c_contiguous, twin
 from .affine import column_sum, fill_zero, matmul_loops, rank1_loops
 from ._sparse import (LANES, gather_rows, list_stride, nonzero_columns, scatter_axpy,
                       scatter_rows)
-from .sgd import sgd_update
+from .optimizers import sgd_decay_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 from .softmax import _row
 
@@ -38,8 +38,8 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
     # Everything between the two large products, one batch row at a time while the row is
     # in L1: bias + ReLU on h, the second layer, softmax-CE, and dh = (dy @ W2.T) * (h > 0).
     # With W2T (C, H), W2 transposed, dh's row is built from C contiguous axpys of length H
-    # (measured 6.9 us per 100 rows, vs 27 us for H dot products of length C over W2 and
-    # 20 us for axpys over W2's strided columns). `W2T is None` is resolved at compile time.
+    # (faster than H dot products of length C over W2 or axpys over W2's strided columns:
+    # docs/decisions/training-step-row-passes.md). `W2T is None` is resolved at compile time.
     n, H = h.shape
     C = W2.shape[1]
     inv_n = 1.0 / n
@@ -51,7 +51,7 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
             y[i, c] = b2[c]
         for j in range(H):
             hij = h[i, j]
-            if hij != 0:  # about half of h is 0 after the ReLU: 8.7 vs 19 us per 100 rows
+            if hij != 0:  # about half of h is 0 after the ReLU: skipping them halves the work
                 for c in range(C):
                     y[i, c] += hij * W2[j, c]
         row_loss[i] = _row(y, t, dy, i, inv_n)
@@ -72,7 +72,8 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
 
 def _small_grad_body(h, dy, dW):
     # dW = h.T @ dy for the small second layer, one row of dW per iteration, summing the
-    # batch in order (thread-count independent).
+    # batch in order (thread-count independent). Alike affine.matmul_loops only in shape: it
+    # reduces over the batch (rows of h) per output row, which that one cannot.
     n, H = h.shape
     C = dy.shape[1]
     for j in prange(H):
@@ -108,8 +109,8 @@ def _list_nonzeros(x, W1, h, dW1, small):
 def _update_W2_small(h, dy, W2, lr, lists, stride):
     # W2 -= lr * h.T @ dy as rank-1 updates over each row's non-zero hidden units (about
     # half are 0 after the ReLU), listed in the free space after the input lists, or found
-    # by a scan when there is none; the same bits either way. Batch 1: 0.2 us instead of
-    # 0.67 for dW2 = h.T @ dy and then an SGD pass.
+    # by a scan when there is none; the same bits either way. A third of the time of
+    # dW2 = h.T @ dy and then an SGD pass (docs/decisions/small-batch-zero-skipping.md).
     n, H = h.shape
     step = -W2.dtype.type(lr)
     start = n * stride
@@ -122,10 +123,10 @@ def _update_W2_small(h, dy, W2, lr, lists, stride):
 
 
 @njit(cache=True, nogil=True)
-def _hidden_logits(x, W1, b1, W2, h, y, small):
+def _hidden_logits(x, W1, b1, W2, h, y, small, parallel=True):
     # h = relu(x @ W1 + b1) and y = h @ W2 (b2 not added): the forward pass shared by the
     # training step's BLAS path and count_correct. `small` takes the zero-skipping loops
-    # for x @ W1.
+    # for x @ W1; `parallel` as in two_layer_step.
     n, d = x.shape
     H = W1.shape[1]
     C = W2.shape[1]
@@ -133,7 +134,7 @@ def _hidden_logits(x, W1, b1, W2, h, y, small):
         matmul_loops(x, W1, h, False)
     else:
         gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
-    bias_act_rows(h, b1, RELU)
+    bias_act_rows(h, b1, RELU, parallel)
     gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
 
 
@@ -164,63 +165,126 @@ def two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, r
     -------
     float
         Mean loss of the batch before the update.
+
+    See Also
+    --------
+    two_layer_step_paths : the same with code paths left out of the compiled code.
+    """
+    return two_layer_step_paths(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
+                                row_loss, True, True, True)
+
+
+@njit(cache=True, nogil=True)
+def two_layer_step_paths(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
+                         row_loss, gradients, small_batches, parallel):
+    """:func:`two_layer_step` with code paths left out of the compiled code.
+
+    Numba prunes a branch on ``arg is None`` before typing when the argument is ``None``,
+    so a caller who knows its batch compiles only the path it runs (the first ``fastbp
+    train`` step: docs/decisions/cold-start.md). Any other value (``True``) keeps the path,
+    chosen at run time as in :func:`two_layer_step`.
+
+    Parameters
+    ----------
+    x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss
+        As in :func:`two_layer_step`.
+    gradients : None or True
+        ``None`` removes the ``lr == 0`` branch (then `lr` must be > 0).
+    small_batches : None or True
+        ``None`` removes the listed small-batch path: every batch takes the BLAS path
+        (correct, slower below ``SMALL_BATCH`` rows).
+    parallel : None or True
+        ``None`` removes the parallel twins of the row passes (serial at any size, the
+        same bits).
+
+    Returns
+    -------
+    float
+        Mean loss of the batch before the update.
     """
     require_c_contiguous(x, t, W1, b1, W2, b2, h, y, dy, dh, dW1, db1, dW2, db2, row_loss)
-    n, d = x.shape
-    H = W1.shape[1]
-    C = W2.shape[1]
-    small = n <= SMALL_BATCH
-    lists, stride = _list_nonzeros(x, W1, h, dW1, small)
-    if small:
-        if stride == 0:
-            matmul_loops(x, W1, h, False)
-        # W2 transposed into dW2's storage, viewed as (C, H) (with lr == 0, dW2 is written
-        # after the row pass has used it).
-        W2T = dW2.reshape(C, H)
-        for j in range(H):
-            for c in range(C):
-                W2T[c, j] = W2[j, c]
-        _rows_serial(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T)
+    n = x.shape[0]
+    if small_batches is not None and n <= SMALL_BATCH:
+        _step_small(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss,
+                    gradients)
     else:
-        # Above SMALL_BATCH, the two small products (h @ W2, dy @ W2.T) go to BLAS too and
-        # the per-row work shrinks to bias + ReLU, softmax-CE and the mask: at batch 100
-        # 42 us per step for the fused row pass vs ~15 us for these passes + 2 small gemms.
-        _hidden_logits(x, W1, b1, W2, h, y, False)
-        softmax_rows(y, b2, t, dy, row_loss)
-        gemm(NO_TRANS, TRANS, n, H, C, 1.0, dy, C, W2, C, 0.0, dh, H)
-        relu_mask_rows(h, dh)
-    column_sum(dy, db2)
-    column_sum(dh, db1)
-    if lr > 0:
-        if stride > 0:
-            # W1 + (-lr * x) * dh: the same bits as W1 - (lr * x) * dh
-            scatter_rows(-W1.dtype.type(lr), x, lists, dh, W1)
-        elif small:
-            rank1_loops(-lr, x, dh, W1)
-        else:
-            gemm(TRANS, NO_TRANS, d, H, n, -lr, x, d, dh, H, 1.0, W1, H)
-        if small:
-            _update_W2_small(h, dy, W2, lr, lists, stride)
-        else:
-            # W2 -= lr * h.T @ dy in one gemm: 2.6 us at batch 100, vs 17 us for the
-            # hand-written h.T @ dy (its 10-wide inner loop does not vectorize) + the update.
-            gemm(TRANS, NO_TRANS, H, C, n, -lr, h, H, dy, C, 1.0, W2, C)
-        sgd_update(b1, db1, lr)
-        sgd_update(b2, db2, lr)
-    else:
-        if small:
-            fill_zero(dW1)
-            rank1_loops(1.0, x, dh, dW1)  # dW1 = x.T @ dh, rows in order
-        else:
-            gemm(TRANS, NO_TRANS, d, H, n, 1.0, x, d, dh, H, 0.0, dW1, H)
-        if n >= PARALLEL_MIN_ROWS:
-            _small_grad_parallel(h, dy, dW2)
-        else:
-            _small_grad_serial(h, dy, dW2)
+        _step_blas(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss,
+                   gradients, parallel)
     total = 0.0
     for i in range(n):
         total += row_loss[i]
     return total / n
+
+
+@njit(cache=True, nogil=True)
+def _step_small(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss,
+                gradients):
+    # two_layer_step up to SMALL_BATCH rows: no BLAS call.
+    n, d = x.shape
+    H = W1.shape[1]
+    C = W2.shape[1]
+    lists, stride = _list_nonzeros(x, W1, h, dW1, True)
+    if stride == 0:
+        matmul_loops(x, W1, h, False)
+    # W2 transposed into dW2's storage, viewed as (C, H) (with lr == 0, dW2 is written
+    # after the row pass has used it).
+    W2T = dW2.reshape(C, H)
+    for j in range(H):
+        for c in range(C):
+            W2T[c, j] = W2[j, c]
+    _rows_serial(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T)
+    column_sum(dy, db2)
+    column_sum(dh, db1)
+    if gradients is None or lr > 0:
+        if stride > 0:
+            # W1 + (-lr * x) * dh: the same bits as W1 - (lr * x) * dh
+            scatter_rows(-W1.dtype.type(lr), x, lists, dh, W1)
+        else:
+            rank1_loops(-lr, x, dh, W1)
+        _update_W2_small(h, dy, W2, lr, lists, stride)
+        # H and C elements: the serial SGD pass (None: its parallel twin is not compiled)
+        sgd_decay_update(b1, db1, lr, 0.0, None)
+        sgd_decay_update(b2, db2, lr, 0.0, None)
+    else:
+        fill_zero(dW1)
+        rank1_loops(1.0, x, dh, dW1)  # dW1 = x.T @ dh, rows in order
+        if n >= PARALLEL_MIN_ROWS:
+            _small_grad_parallel(h, dy, dW2)
+        else:
+            _small_grad_serial(h, dy, dW2)
+
+
+@njit(cache=True, nogil=True)
+def _step_blas(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss,
+               gradients, parallel):
+    # two_layer_step above SMALL_BATCH rows: the two small products (h @ W2, dy @ W2.T) go
+    # to BLAS too and the per-row work shrinks to bias + ReLU, softmax-CE and the mask:
+    # faster than the fused row pass from there on
+    # (docs/decisions/training-step-row-passes.md).
+    n, d = x.shape
+    H = W1.shape[1]
+    C = W2.shape[1]
+    _hidden_logits(x, W1, b1, W2, h, y, False, parallel)
+    softmax_rows(y, b2, t, dy, row_loss, parallel)
+    gemm(NO_TRANS, TRANS, n, H, C, 1.0, dy, C, W2, C, 0.0, dh, H)
+    relu_mask_rows(h, dh, parallel)
+    column_sum(dy, db2)
+    column_sum(dh, db1)
+    if gradients is None or lr > 0:
+        gemm(TRANS, NO_TRANS, d, H, n, -lr, x, d, dh, H, 1.0, W1, H)
+        # W2 -= lr * h.T @ dy in one gemm: several times faster than the hand-written
+        # h.T @ dy (its 10-wide inner loop does not vectorize) + the update
+        # (docs/decisions/blas-from-compiled-code.md).
+        gemm(TRANS, NO_TRANS, H, C, n, -lr, h, H, dy, C, 1.0, W2, C)
+        # H and C elements: the serial SGD pass (None: its parallel twin is not compiled)
+        sgd_decay_update(b1, db1, lr, 0.0, None)
+        sgd_decay_update(b2, db2, lr, 0.0, None)
+    else:
+        gemm(TRANS, NO_TRANS, d, H, n, 1.0, x, d, dh, H, 0.0, dW1, H)
+        if parallel is not None and n >= PARALLEL_MIN_ROWS:
+            _small_grad_parallel(h, dy, dW2)
+        else:
+            _small_grad_serial(h, dy, dW2)
 
 
 @njit(cache=True, nogil=True)
@@ -229,10 +293,19 @@ def train_step_labels(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2
     -1.0 and touches nothing if a label is outside ``[0, C)`` or the shapes do not fit
     together (a kernel given mismatched shapes would read and write out of bounds).
 
-    The checks cost n + 20 compares here, against ~3 us for ``t.min()`` and ``t.max()``
-    alone from Python at batch 1; :meth:`fastbp.TwoLayerNet.train_step` uses it on its
-    fast path.
+    The checks cost n + 20 compares here, far less than ``t.min()`` and ``t.max()`` from
+    Python at batch 1 (docs/decisions/train-step-fast-path.md);
+    :meth:`fastbp.TwoLayerNet.train_step` uses it on its fast path (and
+    :func:`train_step_labels_paths` above ``SMALL_BATCH`` rows).
     """
+    return train_step_labels_paths(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2,
+                                   db2, row_loss, True, True, True)
+
+
+@njit(cache=True, nogil=True)
+def train_step_labels_paths(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
+                            row_loss, gradients, small_batches, parallel):
+    """:func:`train_step_labels` with the path arguments of :func:`two_layer_step_paths`."""
     n, d = x.shape
     H = W1.shape[1]
     C = W2.shape[1]
@@ -245,8 +318,8 @@ def train_step_labels(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2
     for i in range(n):
         if t[i] < 0 or t[i] >= C:
             return -1.0
-    return two_layer_step(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
-                          row_loss)
+    return two_layer_step_paths(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2,
+                                row_loss, gradients, small_batches, parallel)
 
 
 @njit(cache=True, nogil=True)
