@@ -11,14 +11,21 @@ from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import ops
 from .gradient import numerical_gradient as _numerical_gradient
 from .kernels import mlp as KM
-from .kernels.rows import RELU, SIGMOID
+from .kernels.optimizers import ADAM, EPS as _ADAM_EPS
+from .kernels.rows import IDENTITY, LOGISTIC_CE, RELU, SIGMOID, SOFTMAX_CE, TANH
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 
 _ACTIVATIONS = {"relu": (Relu, RELU), "sigmoid": (Sigmoid, SIGMOID)}
+#: Hidden activations of a ``fused_only`` network (compiled path only).
+_FUSED_ACTIVATIONS = {"relu": RELU, "sigmoid": SIGMOID, "tanh": TANH, "identity": IDENTITY}
+#: Output layers: softmax-cross-entropy (the book's), or a sigmoid per output with binary
+#: cross-entropy (``fused_only`` networks).
+_OUTPUTS = {"softmax": SOFTMAX_CE, "logistic": LOGISTIC_CE}
 _INTP = np.dtype(np.intp)
 _INITS = {"relu": 2.0, "he": 2.0, "sigmoid": 1.0, "xavier": 1.0}
 #: Batch sizes whose work space a network keeps (a training loop sees one or two).
@@ -77,17 +84,29 @@ class MultiLayerNet:
         Seeds a private generator for the initial weights (and Dropout's generator in the
         fused step). None draws through ``np.random`` in the book's order, so
         ``np.random.seed(s)`` gives the book's initial weights bit for bit.
+    fused_only : bool
+        Build only the compiled path (for :mod:`fastbp.sklearn`): `activation` may also be
+        'tanh' or 'identity' (no activation) and `output` 'logistic'; the book's layer
+        path (``layers``, :meth:`predict`, :meth:`loss`, :meth:`gradient`,
+        :meth:`numerical_gradient`) is not built and raises NotImplementedError.
+    output : {'softmax', 'logistic'}
+        The output layer: softmax with cross-entropy (the book's), or, with
+        ``fused_only=True``, an independent sigmoid per output with binary cross-entropy
+        summed over the outputs (binary and multilabel targets, as (n, output_size) rows
+        in [0, 1]).
     """
 
     def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
                  weight_init_std="relu", weight_decay_lambda=0, *, dtype=np.float64,
-                 seed=None):
+                 seed=None, fused_only=False, output="softmax"):
         self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
-                    weight_decay_lambda, dtype, seed, False, 0.5, False)
+                    weight_decay_lambda, dtype, seed, False, 0.5, False,
+                    fused_only=fused_only, output=output)
 
     # -- construction -------------------------------------------------------------------
     def _build(self, input_size, hidden_size_list, output_size, activation, weight_init_std,
-               weight_decay_lambda, dtype, seed, use_dropout, dropout_ratio, use_batchnorm):
+               weight_decay_lambda, dtype, seed, use_dropout, dropout_ratio, use_batchnorm,
+               fused_only=False, output="softmax"):
         self.input_size = _int("input_size", input_size)
         self.output_size = _int("output_size", output_size)
         if isinstance(hidden_size_list, (str, bytes)) or not hasattr(hidden_size_list,
@@ -98,8 +117,16 @@ class MultiLayerNet:
         if not hidden:
             raise ValueError("hidden_size_list must name at least one hidden layer, e.g. "
                              "[100]")
-        if activation not in _ACTIVATIONS:
+        fused_only = bool(fused_only)
+        if fused_only:
+            if activation not in _FUSED_ACTIVATIONS:
+                raise ValueError("activation must be 'relu', 'sigmoid', 'tanh' or 'identity', "
+                                 f"got {activation!r}")
+        elif activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be 'relu' or 'sigmoid', got {activation!r}")
+        if output not in _OUTPUTS or (output != "softmax" and not fused_only):
+            raise ValueError("output must be 'softmax' (or 'logistic' with fused_only=True), "
+                             f"got {output!r}")
         if isinstance(weight_init_std, str):
             if weight_init_std.lower() not in _INITS:
                 raise ValueError("weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' "
@@ -119,6 +146,10 @@ class MultiLayerNet:
         self.hidden_size_list = hidden
         self.hidden_layer_num = len(hidden)
         self.activation = activation
+        self.fused_only = fused_only
+        self.output = output
+        self._act = _FUSED_ACTIVATIONS[activation]
+        self._out = _OUTPUTS[output]
         self.weight_init_std = weight_init_std
         self.weight_decay_lambda = weight_decay_lambda
         self.use_dropout = bool(use_dropout)
@@ -184,6 +215,9 @@ class MultiLayerNet:
         self._layout = layout
 
     def _build_layers(self):
+        if self.fused_only:
+            self.layers = self.last_layer = None
+            return
         layer_class = _ACTIVATIONS[self.activation][0]
         self.layers = OrderedDict()
         for idx in range(1, self.hidden_layer_num + 1):
@@ -280,7 +314,14 @@ class MultiLayerNet:
         self.dropout_step = int(state["dropout_step"])
 
     # -- the book's API -------------------------------------------------------------------
-    def predict(self, x, train_flg=False):
+    def _layer_path(self):
+        if self.fused_only:
+            raise NotImplementedError("this network was built with fused_only=True: only "
+                                      "train_step, fused_gradient, train_epoch, accuracy and "
+                                      "probabilities are available")
+
+    def predict(self, x: ArrayLike, train_flg: bool = False) -> np.ndarray:
+        self._layer_path()
         self._sync_params()
         for key, layer in self.layers.items():
             if "Dropout" in key or "BatchNorm" in key:
@@ -289,7 +330,7 @@ class MultiLayerNet:
                 x = layer.forward(x)
         return x
 
-    def loss(self, x, t, train_flg=False):
+    def loss(self, x: ArrayLike, t: ArrayLike, train_flg: bool = False) -> float:
         y = self.predict(x, train_flg)
         weight_decay = 0
         for idx in range(1, self.hidden_layer_num + 2):
@@ -297,7 +338,7 @@ class MultiLayerNet:
             weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
         return self.last_layer.forward(y, t) + weight_decay
 
-    def accuracy(self, x, t):
+    def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
         """Fraction of rows classified as `t` (labels or one-hot), in inference mode.
 
         Runs the compiled forward pass in chunks of :data:`EVAL_CHUNK` rows (no layer
@@ -312,7 +353,7 @@ class MultiLayerNet:
         rows = min(n, EVAL_CHUNK)
         work = self._workspace(rows, train=False)
         hit = np.empty(rows, np.int64)
-        act = _ACTIVATIONS[self.activation][1]
+        act = self._act
         correct = 0
         for start in range(0, n, rows):
             stop = min(start + rows, n)
@@ -321,16 +362,19 @@ class MultiLayerNet:
                 work = self._workspace(m, train=False)
             correct += int(KM.mlp_count_correct(
                 x[start:stop], labels[start:stop], self._flat, self._layout, self._stats,
-                work.arena, work.masks, work.lists, work.table, act, self.dropout_ratio if self.use_dropout else 0.0, hit[:m]))
+                work.arena, work.masks, work.lists, work.table, act,
+                self.dropout_ratio if self.use_dropout else 0.0, hit[:m]))
         return correct / float(n)
 
-    def numerical_gradient(self, x, t):
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
+        self._layer_path()
         loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731  (the book's form)
         self._sync_params()
         return {k: _numerical_gradient(loss_W, v) for k, v in self.params.items()}
 
-    def gradient(self, x, t):
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """The book's backpropagation through the layers (``train_flg=True``)."""
+        self._layer_path()
         self.loss(x, t, train_flg=True)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):
@@ -372,13 +416,22 @@ class MultiLayerNet:
         return work
 
     def _fused(self, x, t, kind, state1, state2, lr, c1, c2, work):
-        act = _ACTIVATIONS[self.activation][1]
-        loss = KM.mlp_step(x, t, self._flat, self._grads, self._layout, self._stats,
-                           work.arena, work.masks, work.lists, work.table, work.row_loss,
-                           act, BN_MOMENTUM,
-                           float(self.dropout_ratio) if self.use_dropout else 0.0,
-                           self.dropout_seed, self.dropout_step,
-                           float(self.weight_decay_lambda), kind, state1, state2, lr, c1, c2)
+        act = self._act
+        if self._out == SOFTMAX_CE:
+            loss = KM.mlp_step(x, t, self._flat, self._grads, self._layout, self._stats,
+                               work.arena, work.masks, work.lists, work.table, work.row_loss,
+                               act, BN_MOMENTUM,
+                               float(self.dropout_ratio) if self.use_dropout else 0.0,
+                               self.dropout_seed, self.dropout_step,
+                               float(self.weight_decay_lambda), kind, state1, state2, lr, c1,
+                               c2)
+        else:
+            loss = KM.mlp_train_step(
+                x, t, self._flat, self._grads, self._layout, self._stats, work.arena,
+                work.masks, work.lists, work.table, work.row_loss, act, self._out,
+                BN_MOMENTUM, float(self.dropout_ratio) if self.use_dropout else 0.0,
+                self.dropout_seed, self.dropout_step, float(self.weight_decay_lambda), 1.0,
+                work.row_loss[:0], kind, state1, state2, lr, c1, c2)
         if loss != -1.0:
             self.dropout_step += 1
         return loss
@@ -389,7 +442,7 @@ class MultiLayerNet:
         t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
         return x, t
 
-    def train_step(self, x, t, optimizer):
+    def train_step(self, x: ArrayLike, t: ArrayLike, optimizer) -> float:
         """One training step on a batch as one compiled call; returns the batch loss.
 
         Forward (BatchNorm in train mode, its running statistics updated; Dropout from
@@ -437,7 +490,7 @@ class MultiLayerNet:
         optimizer.advance()  # only now: a rejected step leaves the optimizer as it was
         return loss
 
-    def fused_gradient(self, x, t):
+    def fused_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """The gradients of :meth:`gradient` from the fused kernel (fresh arrays), without
         any update; BatchNorm's running statistics and Dropout's generator do advance, as
         in a training step."""
@@ -448,6 +501,129 @@ class MultiLayerNet:
         for key, view in self._views.items():
             off = self._offsets[key]
             out[key] = self._grads[off:off + view.size].reshape(view.shape).copy()
+        return out
+
+    def train_epoch(self, x, t, optimizer, batch_size, *, order=None, alpha=0.0,
+                    adam_epsilon=None, sample_weight=None):
+        """One pass over the rows of `x` in batches, every batch one fused step; one
+        compiled call for the whole pass. Returns the mean loss over the rows.
+
+        Parameters
+        ----------
+        x : ndarray, (N, input_size), the net's dtype, C-contiguous
+        t : ndarray, (N,) intp labels (softmax output) or (N, output_size) target rows of
+            the net's dtype, C-contiguous
+        optimizer : fastbp.optimizers.SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam
+            Updated as by :meth:`train_step` once per batch (Adam's step count advances by
+            the number of batches).
+        batch_size : int
+            Rows per batch; the last batch holds the rest.
+        order : ndarray of int64 or None
+            The rows of this pass, in order (a permutation to shuffle); None: every row
+            in order.
+        alpha : float
+            scikit-learn's L2 penalty: a batch of ``rows`` rows has weight decay
+            ``alpha / rows``, in place of `weight_decay_lambda`.
+        adam_epsilon : float or None
+            With Adam, the epsilon of ``m / (sqrt(v) + epsilon)`` in place of the book's
+            1e-7 (as scikit-learn's ``epsilon``); the loss is unchanged.
+        sample_weight : ndarray of float64, (N,), or None
+            Row weights: a batch's loss is ``sum(w_i * loss_i) / sum(w)`` and its weight
+            decay ``alpha / sum(w)`` (scikit-learn's ``sample_weight``).
+
+        Returns
+        -------
+        float
+            The mean over the rows of the batch losses (each with its weight-decay term),
+            weighted by batch rows; NaN if the pass met NaN or inf.
+
+        Notes
+        -----
+        Nothing is checked beyond what the kernel needs to stay in bounds: the caller
+        (:class:`fastbp.sklearn.MLPClassifier`) validates the data once per fit.
+        """
+        self._sync_params()
+        if not all(hasattr(optimizer, a) for a in ("flat_state", "peek_hyper", "advance")):
+            raise TypeError("optimizer must be one of fastbp.optimizers, got "
+                            f"{type(optimizer).__name__}")
+        if self.use_dropout or self.use_batchnorm:
+            raise ValueError("train_epoch supports networks without Dropout and BatchNorm")
+        n = x.shape[0]
+        batch_size = min(_int("batch_size", batch_size), max(n, 1))
+        if order is None:
+            order = np.arange(n, dtype=np.int64)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"order must index rows of x, in [0, {n})")
+        kind, state1, state2 = optimizer.flat_state(self.params, self._flat)
+        work = self._workspace(batch_size)
+        key = ("epoch", batch_size, t.ndim)
+        buffers = self._work.get(key)
+        if buffers is None:
+            buffers = (np.empty((batch_size, x.shape[1]), self.dtype),
+                       np.empty((batch_size,) + t.shape[1:], t.dtype),
+                       np.empty_like(work.table), np.empty(batch_size))
+            self._work[key] = buffers
+        xb, tb, spare, wb = buffers
+        if sample_weight is None:
+            weights = wb[:0]
+        else:
+            weights = np.ascontiguousarray(sample_weight, dtype=np.float64)
+            if weights.shape != (n,):
+                raise ValueError(f"sample_weight must have shape ({n},), got "
+                                 f"{weights.shape}")
+        scale = 1.0
+        if kind == ADAM:
+            lr, c1, c2 = optimizer.lr, optimizer.beta1, optimizer.beta2
+            step0 = optimizer.iter
+            if adam_epsilon is not None:
+                scale = _ADAM_EPS / float(adam_epsilon)
+        else:
+            lr, c1, c2 = optimizer.peek_hyper()
+            step0 = 0
+        total = KM.mlp_train_epoch(x, t, weights, order, batch_size, xb, tb, wb, self._flat,
+                                   self._grads, self._layout, self._stats, work.arena,
+                                   work.masks, work.lists, work.table, spare, work.row_loss,
+                                   self._act, self._out, float(alpha), scale, kind, state1,
+                                   state2, float(lr), float(c1), float(c2), step0)
+        if total == -1.0:
+            raise ValueError(f"labels in t must be in [0, {self.output_size})")
+        batches = -(-order.size // batch_size)
+        if kind == ADAM:
+            optimizer.iter += batches
+        else:
+            for _ in range(batches):
+                optimizer.advance()
+        return total / max(order.size, 1)
+
+    def probabilities(self, x, out=None):
+        """The output layer's probabilities in inference mode, compiled, in chunks of
+        :data:`EVAL_CHUNK` rows: ``softmax`` of the logits, or the sigmoid of each logit
+        (``output='logistic'``).
+
+        Parameters
+        ----------
+        x : array_like, (n, input_size); cast to the net's dtype
+        out : ndarray, (n, output_size), the net's dtype, C-contiguous, or None
+
+        Returns
+        -------
+        ndarray, (n, output_size), the net's dtype
+            `out` if given.
+        """
+        self._sync_params()
+        x = self._rows("x", x)
+        n = x.shape[0]
+        if out is None:
+            out = np.empty((n, self.output_size), self.dtype)
+        rows = min(n, EVAL_CHUNK)
+        drop = float(self.dropout_ratio) if self.use_dropout else 0.0
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            work = self._workspace(stop - start, train=False)
+            KM.mlp_predict(x[start:stop], self._flat, self._layout, self._stats, work.arena,
+                           work.masks, work.lists, work.table, self._act, self._out, drop,
+                           out[start:stop])
         return out
 
 

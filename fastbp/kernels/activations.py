@@ -1,12 +1,15 @@
-"""ReLU and sigmoid, forward and backward, on C-contiguous arrays of any shape.
+"""ReLU, sigmoid and tanh, forward and backward, on C-contiguous arrays of any shape.
 
 Every kernel writes into a caller-given buffer of the input's shape and dtype and allocates
 nothing. The public functions are ``@njit`` dispatchers: call them from Python or from your
 own ``@njit`` code; they pick the serial or parallel twin by element count.
 """
+import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
+from .._docstrings import with_doc
+from ._dispatch import flat
 from ._vexp import exp_nonpos
 
 
@@ -27,8 +30,8 @@ def _relu_backward_body(x, dout, dx):
 def sigmoid_scalar(v, one):
     """The sigmoid of one value `v` in the dtype of `one` (1.0 of that dtype), overflow-free."""
     # exp of a non-positive number only: no overflow for x = -1000 or +1e4. Branch-free, in
-    # the array's dtype, with the vectorizable exp of ._vexp (np.exp is a scalar libm call:
-    # 48 ms per 10**7 float32 elements instead of ~4 ms).
+    # the array's dtype, with the vectorizable exp of ._vexp (np.exp is a scalar libm call,
+    # an order of magnitude slower: docs/decisions/vectorized-exp.md).
     e = exp_nonpos(-abs(v))
     inv = one / (one + e)
     return inv if v >= 0 else e * inv
@@ -36,9 +39,8 @@ def sigmoid_scalar(v, one):
 
 def _sigmoid_forward_body(x, out):
     # Two independent halves per iteration: the exp is a long chain of dependent operations,
-    # and two chains in flight hide its latency. Measured on 2 AVX2 cores at 10**7
-    # elements: float32 3.4 ms instead of 4.1, float64 9.4 instead of 11.1 (the serial loop
-    # gains nothing: it is bound by the arithmetic itself).
+    # and two chains in flight hide its latency (measured on 2 threads; the serial loop
+    # gains nothing, it is bound by the arithmetic itself: docs/decisions/vectorized-exp.md).
     one = out.dtype.type(1.0)
     h = x.size // 2
     # Four separate assignments: unpacking the four views from one tuple lost the second
@@ -60,17 +62,48 @@ def _sigmoid_backward_body(y, dout, dx):
         dx[i] = dout[i] * (1.0 - v) * v
 
 
+def _tanh_forward_body(x, out):
+    for i in prange(x.size):
+        out[i] = np.tanh(x[i])
+
+
+def _tanh_backward_body(y, dout, dx):
+    one = dx.dtype.type(1.0)
+    for i in prange(y.size):
+        v = y[i]
+        dx[i] = dout[i] * (one - v * v)
+
+
 _relu_forward_serial, _relu_forward_parallel = twins(_relu_forward_body)
 _relu_backward_serial, _relu_backward_parallel = twins(_relu_backward_body)
 # error_model="numpy": no ZeroDivisionError check on `one / (one + e)` (the divisor is
-# >= 1). The check is a branch that kept LLVM from vectorizing the loop (measured: scalar
-# code, 4.5 ms per 10**7 float32; vectorized: see benchmarks/elementwise_bandwidth.py).
+# >= 1). The check is a branch that kept LLVM from vectorizing the loop.
 # fastmath={"contract"} only lets LLVM fuse a * b + c into one FMA instruction (NaN, inf and
 # signed zeros are handled as without it): the exp polynomial's multiply-adds are its
-# critical path, and fusing them took 10**7 float32 from 5.4 to 4.2 ms on 2 AVX2 cores.
+# critical path. Both measured with benchmarks/elementwise_bandwidth.py
+# (docs/decisions/vectorized-exp.md).
 _sigmoid_forward_serial, _sigmoid_forward_parallel = twins(
     _sigmoid_forward_body, error_model="numpy", fastmath={"contract"})
 _sigmoid_backward_serial, _sigmoid_backward_parallel = twins(_sigmoid_backward_body)
+_tanh_forward_serial, _tanh_forward_parallel = twins(_tanh_forward_body)
+_tanh_backward_serial, _tanh_backward_parallel = twins(_tanh_backward_body)
+
+#: The parameter sections sigmoid's and tanh's kernels share (filled in by ``with_doc``).
+_PARAMETER_DOCS = {
+    "forward_parameters": "Parameters\n"
+                          "    ----------\n"
+                          "    x : ndarray, float32 or float64, C-contiguous, any shape\n"
+                          "    out : ndarray, same shape and dtype, written in place (may be `x`).",
+    "backward_parameters": "Parameters\n"
+                           "    ----------\n"
+                           "    y : ndarray, float32 or float64, C-contiguous\n"
+                           "        The forward output.\n"
+                           "    dout : ndarray, shape and dtype of `y`\n"
+                           "    dx : ndarray, shape and dtype of `y`, written in place (may be "
+                           "`dout`).",
+}
+
+# The flatten-then-pick-a-twin lines of each dispatcher stay per kernel: see ._dispatch.
 
 
 @njit(cache=True, nogil=True)
@@ -83,8 +116,7 @@ def relu_forward(x, out):
     out : ndarray, same shape and dtype as `x`, C-contiguous
         Written in place (may be `x` itself).
     """
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
+    xf, of = flat(x), flat(out)
     if x.size >= PARALLEL_MIN_ELEMENTS:
         _relu_forward_parallel(xf, of)
     else:
@@ -104,9 +136,7 @@ def relu_backward(x, dout, dx):
     dx : ndarray, shape and dtype of `x`
         Written in place (may be `dout`).
     """
-    xf = x.reshape(x.size)
-    gf = dout.reshape(dout.size)
-    df = dx.reshape(dx.size)
+    xf, gf, df = flat(x), flat(dout), flat(dx)
     if x.size >= PARALLEL_MIN_ELEMENTS:
         _relu_backward_parallel(xf, gf, df)
     else:
@@ -114,16 +144,13 @@ def relu_backward(x, dout, dx):
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def sigmoid_forward(x, out):
     """Logistic sigmoid ``out = 1 / (1 + exp(-x))``, overflow-free for any finite `x`.
 
-    Parameters
-    ----------
-    x : ndarray, float32 or float64, C-contiguous, any shape
-    out : ndarray, same shape and dtype, written in place (may be `x`).
+    {forward_parameters}
     """
-    xf = x.reshape(x.size)
-    of = out.reshape(out.size)
+    xf, of = flat(x), flat(out)
     if x.size >= PARALLEL_MIN_ELEMENTS:
         _sigmoid_forward_parallel(xf, of)
     else:
@@ -131,20 +158,42 @@ def sigmoid_forward(x, out):
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def sigmoid_backward(y, dout, dx):
     """Sigmoid backward from the forward output only: ``dx = dout * y * (1 - y)``.
 
-    Parameters
-    ----------
-    y : ndarray, float32 or float64, C-contiguous
-        The forward output.
-    dout : ndarray, shape and dtype of `y`
-    dx : ndarray, shape and dtype of `y`, written in place (may be `dout`).
+    {backward_parameters}
     """
-    yf = y.reshape(y.size)
-    gf = dout.reshape(dout.size)
-    df = dx.reshape(dx.size)
+    yf, gf, df = flat(y), flat(dout), flat(dx)
     if y.size >= PARALLEL_MIN_ELEMENTS:
         _sigmoid_backward_parallel(yf, gf, df)
     else:
         _sigmoid_backward_serial(yf, gf, df)
+
+
+@njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
+def tanh_forward(x, out):
+    """Hyperbolic tangent ``out = tanh(x)``.
+
+    {forward_parameters}
+    """
+    xf, of = flat(x), flat(out)
+    if x.size >= PARALLEL_MIN_ELEMENTS:
+        _tanh_forward_parallel(xf, of)
+    else:
+        _tanh_forward_serial(xf, of)
+
+
+@njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
+def tanh_backward(y, dout, dx):
+    """Tanh backward from the forward output only: ``dx = dout * (1 - y**2)``.
+
+    {backward_parameters}
+    """
+    yf, gf, df = flat(y), flat(dout), flat(dx)
+    if y.size >= PARALLEL_MIN_ELEMENTS:
+        _tanh_backward_parallel(yf, gf, df)
+    else:
+        _tanh_backward_serial(yf, gf, df)

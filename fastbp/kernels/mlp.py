@@ -1,7 +1,8 @@
 """The training step of a fully connected network of any depth, as one compiled call.
 
-Per hidden layer ``l``: ``z = a @ W + b``, optional BatchNorm (train mode), ReLU or
-sigmoid, optional Dropout; then a last affine layer and softmax-cross-entropy. Backward
+Per hidden layer ``l``: ``z = a @ W + b``, optional BatchNorm (train mode), ReLU, sigmoid,
+tanh or none, optional Dropout; then a last affine layer and softmax-cross-entropy (or a
+sigmoid per output with binary cross-entropy: :func:`mlp_train_step`). Backward
 through all of it, the L2 weight decay folded into the gradient, and the optimizer's
 update (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam; :mod:`.optimizers`), one call.
 
@@ -23,17 +24,23 @@ non-zero inputs once (:mod:`._sparse`) and use the list for ``x @ W1`` and for `
 BLAS is never called inside a parallel region; every row pass has a serial and a parallel
 twin and sums in a fixed order, so 1 and N Numba threads give the same bits.
 """
+import math
+
 from numba import njit
+
+from .._docstrings import with_doc
 
 from ._compile import FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH, require_c_contiguous
 from ._sparse import gather_rows, list_stride, scatter_rows
-from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+                          tanh_backward, tanh_forward)
 from .affine import column_sum, fill_zero, input_grad, product, weight_grad
 from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                         batchnorm_work_rows)
 from .dropout import dropout_backward, dropout_forward, dropout_mask
-from .optimizers import optimizer_update
-from .rows import IDENTITY, RELU, bias_act_rows, correct_rows, softmax_rows
+from .optimizers import ADAM, STEP_OPTIMIZER_PARAMETERS, optimizer_update
+from .rows import (IDENTITY, RELU, SIGMOID, SOFTMAX_CE, TANH, bias_act_rows, correct_rows,
+                   output_rows, probability_rows)
 
 #: Columns of the ``layout`` table: offsets into ``flat`` (W, b, gamma, beta) and into the
 #: running-statistics buffer ``stats`` (running mean, running variance), and the layer's
@@ -125,8 +132,21 @@ def _matrix(buf, off, rows, cols):
 def _activate(h, act):
     if act == RELU:
         relu_forward(h, h)
-    elif act != IDENTITY:
+    elif act == SIGMOID:
         sigmoid_forward(h, h)
+    elif act == TANH:
+        tanh_forward(h, h)
+
+
+@njit(cache=True, nogil=True)
+def _activation_backward(h, da, act):
+    # da *= act'(z), from the activation's output h, in place
+    if act == RELU:
+        relu_backward(h, da, da)
+    elif act == SIGMOID:
+        sigmoid_backward(h, da, da)
+    elif act == TANH:
+        tanh_backward(h, da, da)
 
 
 @njit(cache=True, nogil=True)
@@ -200,9 +220,12 @@ def _squared_weights(flat, layout):
 
 
 @njit(cache=True, nogil=True)
+@with_doc(step_optimizer_parameters=STEP_OPTIMIZER_PARAMETERS)
 def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_loss, act,
              bn_momentum, drop_ratio, seed, stream, decay, kind, state1, state2, lr, c1, c2):
     """Forward, backward, weight decay and optimizer update of an any-depth network.
+
+    :func:`mlp_train_step` with a softmax-cross-entropy output and unscaled gradients.
 
     Parameters
     ----------
@@ -224,7 +247,8 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
     row_loss : ndarray, (n,), float64
         Written with each row's cross-entropy.
     act : int
-        Hidden activation, :data:`.rows.RELU` or :data:`.rows.SIGMOID`.
+        Hidden activation, :data:`.rows.RELU`, :data:`.rows.SIGMOID`, :data:`.rows.TANH` or
+        :data:`.rows.IDENTITY`.
     bn_momentum : float
         Momentum of the BatchNorm running statistics.
     drop_ratio : float
@@ -235,14 +259,7 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
     decay : float
         L2 weight-decay coefficient: adds ``0.5 * decay * sum(W**2)`` to the loss and
         ``decay * W`` to each W's gradient.
-    kind : int
-        The optimizer (:data:`.optimizers.SGD` ... :data:`.optimizers.ADAM`), or -1 to
-        compute the gradients only.
-    state1, state2 : ndarray
-        The optimizer's state at the offsets of `flat` (size 0 when unused).
-    lr, c1, c2 : float
-        The optimizer's scalars for this update (see
-        :func:`.optimizers.optimizer_update`).
+    {step_optimizer_parameters}
 
     Returns
     -------
@@ -251,8 +268,40 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
         integer label is outside ``[0, C)``, and then nothing was touched (the check costs
         `n` compares, against microseconds for ``t.min()`` and ``t.max()`` from Python).
     """
+    return mlp_train_step(x, t, flat, grads, layout, stats, arena, masks, lists, table,
+                          row_loss, act, SOFTMAX_CE, bn_momentum, drop_ratio, seed, stream,
+                          decay, 1.0, row_loss[:0], kind, state1, state2, lr, c1, c2)
+
+
+@njit(cache=True, nogil=True)
+def mlp_train_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_loss,
+                   act, out_kind, bn_momentum, drop_ratio, seed, stream, decay, grad_scale,
+                   weights, kind, state1, state2, lr, c1, c2):
+    """:func:`mlp_step` with a choice of output, a factor on the gradients and row weights.
+
+    Parameters
+    ----------
+    out_kind : int
+        :data:`.rows.SOFTMAX_CE` (softmax-cross-entropy, as :func:`mlp_step`) or
+        :data:`.rows.LOGISTIC_CE` (a sigmoid per output with binary cross-entropy summed
+        over the outputs; `t` then holds (n, C) targets in [0, 1]).
+    grad_scale : float
+        The gradients written to `grads` and fed to the optimizer are those of the loss
+        times `grad_scale` (weight-decay term included); the returned loss is not scaled.
+        With Adam, scaling the gradients by ``s`` is Adam with ``1e-7 / s`` in place of
+        the kernel's ``1e-7`` (``m`` and ``sqrt(v)`` both scale by ``s``): this is how
+        another epsilon is had without another kernel.
+    weights : ndarray, (n,) or (0,), float64
+        Row weights (scikit-learn's ``sample_weight``): the loss is
+        ``sum(w_i * loss_i) / sum(w)`` and each row's output gradient is weighted by
+        ``w_i / sum(w)``; size 0: every row weighs 1 (the mean, as :func:`mlp_step`). A
+        batch whose weights sum to 0 contributes no gradient (and loss 0) but the
+        weight decay.
+
+    Other parameters and the return value as :func:`mlp_step`.
+    """
     require_c_contiguous(x, t, flat, grads, layout, stats, arena, masks, lists, table,
-                         row_loss, state1, state2)
+                         row_loss, weights, state1, state2)
     n = x.shape[0]
     L = layout.shape[0] - 1
     C = layout[L, D_OUT]
@@ -264,11 +313,27 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
                  drop_ratio, seed, stream)
     yr = table.shape[0] - Y_ROW_FROM_END
     dz = _matrix(arena, table[yr, 1], n, C)
-    softmax_rows(y, flat[layout[L, B_OFF]:layout[L, B_OFF] + C], t, dz, row_loss)
-    loss = 0.0
-    for i in range(n):
-        loss += row_loss[i]
-    loss /= n
+    if weights.size == 0:
+        output_rows(y, flat[layout[L, B_OFF]:layout[L, B_OFF] + C], t, dz, row_loss,
+                    out_kind, grad_scale)
+        loss = 0.0
+        for i in range(n):
+            loss += row_loss[i]
+        loss /= n
+    else:
+        sw = 0.0
+        for i in range(n):
+            sw += weights[i]
+        # output_rows divides by n; the weighted mean divides by sum(w) instead
+        output_rows(y, flat[layout[L, B_OFF]:layout[L, B_OFF] + C], t, dz, row_loss,
+                    out_kind, grad_scale * n / sw if sw != 0 else 0.0)
+        loss = 0.0
+        for i in range(n):
+            wi = dz.dtype.type(weights[i])
+            for c in range(C):
+                dz[i, c] *= wi
+            loss += weights[i] * row_loss[i]
+        loss = loss / sw if sw != 0 else 0.0
     if decay != 0:
         loss += 0.5 * decay * _squared_weights(flat, layout)
     ping = True
@@ -296,10 +361,7 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
         h = _matrix(arena, table[p, H_OFF], n, d_in)
         if table[p, MASK_OFF] >= 0:
             dropout_backward(da, _matrix(masks, table[p, MASK_OFF], n, d_in), da)
-        if act == RELU:
-            relu_backward(h, da, da)
-        else:
-            sigmoid_backward(h, da, da)
+        _activation_backward(h, da, act)
         if layout[p, GAMMA_OFF] >= 0:
             g0 = layout[p, GAMMA_OFF]
             be0 = layout[p, BETA_OFF]
@@ -311,6 +373,7 @@ def mlp_step(x, t, flat, grads, layout, stats, arena, masks, lists, table, row_l
                                _matrix(arena, table[p, STD_OFF] + d_in,
                                        batchnorm_work_rows(n), d_in))
         dz = da
+    decay = decay * grad_scale  # the gradient's term (the loss took it unscaled above)
     if kind < 0:
         if decay != 0:
             for l in range(L + 1):
@@ -366,4 +429,117 @@ def mlp_count_correct(x, t, flat, layout, stats, arena, masks, lists, table, act
     total = 0
     for i in range(x.shape[0]):
         total += hit[i]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def mlp_predict(x, flat, layout, stats, arena, masks, lists, table, act, out_kind,
+                drop_ratio, out):
+    """The network's output probabilities in inference mode (BatchNorm on its running
+    statistics, Dropout scaling by ``1 - drop_ratio``).
+
+    Arguments as in :func:`mlp_train_step`; `out` is an (n, C) array of `x`'s dtype,
+    written with ``softmax(logits)`` (:data:`.rows.SOFTMAX_CE`) or ``sigmoid(logits)``
+    (:data:`.rows.LOGISTIC_CE`) per row.
+    """
+    require_c_contiguous(x, flat, layout, stats, arena, masks, lists, table, out)
+    L = layout.shape[0] - 1
+    C = layout[L, D_OUT]
+    y = _forward(x, flat, layout, stats, arena, masks, lists, table, act, False, 0.0,
+                 drop_ratio, 0, 0)
+    probability_rows(y, flat[layout[L, B_OFF]:layout[L, B_OFF] + C], out_kind)
+    out[...] = y
+
+
+@njit(cache=True, nogil=True)
+def _gather_batch(x, t, w, order, lo, hi, xb, tb, wb):
+    # rows order[lo:hi] of x, t and w (unless empty) into the first hi - lo rows of xb,
+    # tb and wb
+    d = x.shape[1]
+    for r in range(hi - lo):
+        src = order[lo + r]
+        if w.size > 0:
+            wb[r] = w[src]
+        for j in range(d):
+            xb[r, j] = x[src, j]
+        if t.ndim == 1:
+            tb.reshape(tb.size)[r] = t.reshape(t.size)[src]
+        else:
+            for c in range(t.shape[t.ndim - 1]):
+                tb.reshape(tb.shape[0], -1)[r, c] = t.reshape(t.shape[0], -1)[src, c]
+
+
+@njit(cache=True, nogil=True)
+def mlp_train_epoch(x, t, weights, order, batch_size, xb, tb, wb, flat, grads, layout, stats,
+                    arena, masks, lists, table, spare_table, row_loss, act, out_kind, alpha,
+                    grad_scale, kind, state1, state2, lr, c1, c2, adam_step):
+    """One pass over the rows ``order`` of `x` in batches of `batch_size`, each batch one
+    :func:`mlp_train_step` (no Dropout, no BatchNorm running statistics needed).
+
+    Parameters
+    ----------
+    x : ndarray, (N, d), float32 or float64, C-contiguous
+    t : ndarray, (N,) integer labels or (N, C) target rows of `x`'s dtype
+    weights : ndarray, (N,) or (0,), float64
+        Row weights (see :func:`mlp_train_step`); size 0 for none.
+    order : ndarray, (M,), int64
+        The rows of this epoch, in order (M <= N); batch ``k`` is
+        ``order[k * batch_size:(k + 1) * batch_size]``, the last one may be shorter.
+    batch_size : int
+    xb, tb, wb : ndarray
+        (batch_size, d) and (batch_size,) or (batch_size, C) buffers like `x` and `t`,
+        and (batch_size,) float64 (size 0 without `weights`).
+    arena, masks, lists, table, row_loss : ndarray
+        Work space of `batch_size` rows (:func:`arena_layout`).
+    spare_table : ndarray
+        Like `table`; overwritten with the layout of the last, shorter batch.
+    alpha : float
+        L2 penalty per batch as scikit-learn's MLP: weight decay ``alpha / rows`` on
+        each batch of ``rows`` rows (loss ``0.5 * alpha * sum(W**2) / rows``), with
+        `weights` ``alpha / sum(batch weights)``.
+    kind, state1, state2, lr, c1, c2 : as :func:`mlp_step`
+        For Adam (:data:`.optimizers.ADAM`) `lr` is the base learning rate and each
+        step uses the bias-corrected ``lr * sqrt(1 - c2**k) / (1 - c1**k)`` of its step
+        number ``k = adam_step + 1, adam_step + 2, ...`` (the fastbp ``Adam``'s
+        arithmetic); other optimizers use `lr` as given.
+    adam_step : int
+        Adam updates made before this epoch.
+
+    Returns
+    -------
+    float
+        The sum over batches of ``batch loss * batch rows`` (the epoch's mean loss times
+        M); -1.0 when an integer label is outside ``[0, C)`` (the batches before it
+        were trained).
+    """
+    require_c_contiguous(x, t, weights, order, xb, tb, wb, flat, grads, layout, stats, arena,
+                         masks, lists, table, spare_table, row_loss, state1, state2)
+    m = order.shape[0]
+    total = 0.0
+    step = adam_step
+    for lo in range(0, m, batch_size):
+        hi = min(lo + batch_size, m)
+        rows = hi - lo
+        _gather_batch(x, t, weights, order, lo, hi, xb, tb, wb)
+        w = wb[:rows] if weights.size > 0 else wb[:0]
+        sw = float(rows)
+        if weights.size > 0:
+            sw = 0.0
+            for r in range(rows):
+                sw += w[r]
+        tab = table
+        if rows != batch_size:
+            arena_layout(rows, layout, False, spare_table)
+            tab = spare_table
+        step_lr = lr
+        if kind == ADAM:
+            step += 1
+            step_lr = lr * math.sqrt(1.0 - c2 ** step) / (1.0 - c1 ** step)
+        loss = mlp_train_step(xb[:rows], tb[:rows], flat, grads, layout, stats, arena,
+                              masks, lists, tab, row_loss[:rows], act, out_kind, 0.9, 0.0,
+                              0, 0, alpha / sw if sw != 0 else 0.0, grad_scale, w,
+                              kind, state1, state2, step_lr, c1, c2)
+        if loss == -1.0:
+            return -1.0
+        total += loss * rows
     return total

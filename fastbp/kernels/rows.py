@@ -7,9 +7,9 @@ parallel twin (:func:`._compile.twins`); the ``*_rows`` dispatchers pick the par
 from :data:`._compile.PARALLEL_MIN_ROWS` rows. Every row is computed by one thread and
 nothing is summed across rows, so both twins give the same bits.
 
-Activation codes (:data:`RELU`, :data:`SIGMOID`, :data:`IDENTITY`) are plain ints so that
-one compiled function serves every network; the branch on the code sits outside the
-inner loops.
+Activation codes (:data:`RELU`, :data:`SIGMOID`, :data:`IDENTITY`, :data:`TANH`) and output
+codes (:data:`SOFTMAX_CE`, :data:`LOGISTIC_CE`) are plain ints so that one compiled function
+serves every network; the branch on the code sits outside the inner loops.
 """
 import numpy as np
 from numba import njit, prange
@@ -17,10 +17,23 @@ from numba import njit, prange
 from ._compile import PARALLEL_MIN_ROWS, SOFTMAX_BLOCK, twins
 from ._vexp import exp_nonpos
 from .activations import sigmoid_scalar
+from .softmax import _target
 from .softmax import _finish
 
-#: Activation codes of :func:`bias_act_rows` and the any-depth step.
-RELU, SIGMOID, IDENTITY = 0, 1, 2
+#: Activation codes of :func:`bias_act_rows` and the any-depth step (TANH: ``np.tanh``).
+RELU, SIGMOID, IDENTITY, TANH = 0, 1, 2, 3
+#: Output codes of :func:`output_rows` and the any-depth step: softmax with cross-entropy
+#: (one class per row), or an independent sigmoid per output with binary cross-entropy
+#: (binary and multilabel targets; scikit-learn's 'logistic' output).
+SOFTMAX_CE, LOGISTIC_CE = 0, 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_bias_sigmoid(row, b, one):
+    # row = sigmoid(row + b), in place: a SIGMOID hidden layer's and the LOGISTIC_CE
+    # output's inference pass.
+    for j in range(row.shape[0]):
+        row[j] = sigmoid_scalar(row[j] + b[j], one)
 
 
 def _bias_act_body(z, b, act):
@@ -35,20 +48,22 @@ def _bias_act_body(z, b, act):
                 v = zi[j] + b[j]
                 zi[j] = 0 if v <= 0 else v
         elif act == SIGMOID:
+            _add_bias_sigmoid(zi, b, one)
+        elif act == TANH:
             for j in range(d):
-                zi[j] = sigmoid_scalar(zi[j] + b[j], one)
+                zi[j] = np.tanh(zi[j] + b[j])
         else:
             for j in range(d):
                 zi[j] = zi[j] + b[j]
 
 
-def _softmax_rows_body(y, b, t, dy, row_loss):
+def _softmax_rows_body(y, b, t, dy, row_loss, scale=1.0):
     # y += b, then softmax-CE row by row as softmax._row, except that the exponentials of a
     # block of rows run as one flat loop over block * C contiguous values, which LLVM
     # vectorizes (a row's C = 10 values did not). The same operations in the same order:
-    # the same bits as softmax._row.
+    # the same bits as softmax._row (scale = 1.0 gives inv_n = 1.0 / n exactly).
     n, C = y.shape
-    inv_n = 1.0 / n
+    inv_n = scale / n
     flat = dy.reshape(n * C)
     for blk in prange((n + SOFTMAX_BLOCK - 1) // SOFTMAX_BLOCK):
         lo = blk * SOFTMAX_BLOCK
@@ -71,6 +86,52 @@ def _softmax_rows_body(y, b, t, dy, row_loss):
             for c in range(C):
                 s += dy[i, c]
             row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
+
+
+def _logistic_rows_body(y, b, t, dy, row_loss, scale):
+    # y += b, then per output an independent sigmoid with binary cross-entropy, from the
+    # logit z: loss = softplus(z) - t*z = max(z, 0) + log1p(exp(-|z|)) - t*z (finite for
+    # any finite z), gradient (sigmoid(z) - t) * scale / n.
+    n, C = y.shape
+    inv_n = scale / n
+    for i in prange(n):
+        loss = 0.0
+        for c in range(C):
+            z = y[i, c] + b[c]
+            y[i, c] = z
+            e = exp_nonpos(-abs(np.float64(z)))
+            inv = 1.0 / (1.0 + e)
+            p = inv if z >= 0 else e * inv
+            tc = _target(t, i, c)
+            dy[i, c] = (p - tc) * inv_n
+            loss += max(z, 0.0) + np.log1p(e) - tc * z
+        row_loss[i] = loss
+
+
+def _probability_body(y, b, out_kind):
+    # y = softmax(y + b) or sigmoid(y + b), in place, row by row (inference). Its row loop
+    # only looks like _bias_act_body's: the per-row work (an output, not a hidden layer) differs.
+    n, C = y.shape
+    one = y.dtype.type(1.0)
+    for i in prange(n):
+        yi = y[i]
+        if out_kind == LOGISTIC_CE:
+            _add_bias_sigmoid(yi, b, one)
+        else:
+            for c in range(C):
+                yi[c] += b[c]
+            mx = yi[0]
+            for c in range(1, C):
+                if yi[c] > mx:
+                    mx = yi[c]
+            s = 0.0
+            for c in range(C):
+                e = exp_nonpos(yi[c] - mx)
+                yi[c] = e
+                s += e
+            inv_s = 1.0 / s
+            for c in range(C):
+                yi[c] = yi[c] * inv_s
 
 
 def _relu_mask_body(h, dh):
@@ -100,12 +161,14 @@ def _correct_body(y, b, t, hit):
 
 _bias_act_serial, _bias_act_parallel = twins(_bias_act_body)
 _softmax_rows_serial, _softmax_rows_parallel = twins(_softmax_rows_body)
+_logistic_rows_serial, _logistic_rows_parallel = twins(_logistic_rows_body)
+_probability_serial, _probability_parallel = twins(_probability_body)
 _relu_mask_serial, _relu_mask_parallel = twins(_relu_mask_body)
 _correct_serial, _correct_parallel = twins(_correct_body)
 
 
 @njit(cache=True, nogil=True)
-def bias_act_rows(z, b, act):
+def bias_act_rows(z, b, act, parallel=True):
     """``z = act(z + b)`` in place, row by row.
 
     Parameters
@@ -113,16 +176,20 @@ def bias_act_rows(z, b, act):
     z : ndarray, (n, d), float32 or float64, C-contiguous; overwritten.
     b : ndarray, (d,), dtype of `z`.
     act : int
-        :data:`RELU`, :data:`SIGMOID` or :data:`IDENTITY` (bias only).
+        :data:`RELU`, :data:`SIGMOID`, :data:`TANH` or :data:`IDENTITY` (bias only).
+    parallel : None, optional
+        ``None`` leaves the parallel twin out of the compiled code (the serial one runs
+        for any size, with the same bits); for callers that know their rows stay below
+        the threshold (see ``network.two_layer_step``).
     """
-    if z.shape[0] >= PARALLEL_MIN_ROWS:
+    if parallel is not None and z.shape[0] >= PARALLEL_MIN_ROWS:
         _bias_act_parallel(z, b, act)
     else:
         _bias_act_serial(z, b, act)
 
 
 @njit(cache=True, nogil=True)
-def softmax_rows(y, b, t, dy, row_loss):
+def softmax_rows(y, b, t, dy, row_loss, parallel=True):
     """``y += b``, then per row the softmax-cross-entropy loss and its gradient.
 
     Parameters
@@ -133,17 +200,71 @@ def softmax_rows(y, b, t, dy, row_loss):
     t : ndarray, (n,) integer labels in [0, C), or (n, C) one-hot rows of `y`'s dtype.
     dy : ndarray, (n, C), dtype of `y`: written with ``(softmax(y) - t) / n``.
     row_loss : ndarray, (n,), float64: written with each row's loss.
+    parallel : None, optional
+        As in :func:`bias_act_rows`.
     """
-    if y.shape[0] >= PARALLEL_MIN_ROWS:
-        _softmax_rows_parallel(y, b, t, dy, row_loss)
+    if parallel is not None and y.shape[0] >= PARALLEL_MIN_ROWS:
+        _softmax_rows_parallel(y, b, t, dy, row_loss, 1.0)
     else:
-        _softmax_rows_serial(y, b, t, dy, row_loss)
+        _softmax_rows_serial(y, b, t, dy, row_loss, 1.0)
 
 
 @njit(cache=True, nogil=True)
-def relu_mask_rows(h, dh):
-    """``dh = 0`` where ``h <= 0``, in place (the ReLU backward from its output `h`)."""
-    if h.shape[0] >= PARALLEL_MIN_ROWS:
+def output_rows(y, b, t, dy, row_loss, out_kind, scale):
+    """``y += b``, then per row the loss of the output `out_kind` and its gradient.
+
+    Parameters
+    ----------
+    y : ndarray, (n, C), float32 or float64, C-contiguous
+        Logits without the bias; the bias is added in place.
+    b : ndarray, (C,), dtype of `y`.
+    t : ndarray, (n,) integer labels in [0, C) (one-hot targets), or (n, C) target rows of
+        `y`'s dtype (for :data:`LOGISTIC_CE`, each entry in [0, 1]).
+    dy : ndarray, (n, C), dtype of `y`
+        Written with the gradient of the mean loss times `scale`:
+        ``(softmax(y) - t) * scale / n`` or ``(sigmoid(y) - t) * scale / n``.
+    row_loss : ndarray, (n,), float64
+        Written with each row's loss (not scaled): the cross-entropy
+        ``-sum_j t_j log softmax(y)_j``, or the binary cross-entropy summed over the
+        row's outputs, ``-sum_j t_j log p_j + (1 - t_j) log(1 - p_j)``.
+    out_kind : int
+        :data:`SOFTMAX_CE` or :data:`LOGISTIC_CE`.
+    scale : float
+        Factor on the gradient only (1.0: the gradient of the mean loss).
+    """
+    if out_kind == LOGISTIC_CE:
+        if y.shape[0] >= PARALLEL_MIN_ROWS:
+            _logistic_rows_parallel(y, b, t, dy, row_loss, scale)
+        else:
+            _logistic_rows_serial(y, b, t, dy, row_loss, scale)
+    elif y.shape[0] >= PARALLEL_MIN_ROWS:
+        _softmax_rows_parallel(y, b, t, dy, row_loss, scale)
+    else:
+        _softmax_rows_serial(y, b, t, dy, row_loss, scale)
+
+
+@njit(cache=True, nogil=True)
+def probability_rows(y, b, out_kind):
+    """``y = softmax(y + b)`` (:data:`SOFTMAX_CE`) or ``sigmoid(y + b)``
+    (:data:`LOGISTIC_CE`) in place, row by row: the output layer at inference.
+
+    Parameters
+    ----------
+    y : ndarray, (n, C), float32 or float64, C-contiguous; overwritten.
+    b : ndarray, (C,), dtype of `y`.
+    out_kind : int
+    """
+    if y.shape[0] >= PARALLEL_MIN_ROWS:
+        _probability_parallel(y, b, out_kind)
+    else:
+        _probability_serial(y, b, out_kind)
+
+
+@njit(cache=True, nogil=True)
+def relu_mask_rows(h, dh, parallel=True):
+    """``dh = 0`` where ``h <= 0``, in place (the ReLU backward from its output `h`);
+    `parallel` as in :func:`bias_act_rows`."""
+    if parallel is not None and h.shape[0] >= PARALLEL_MIN_ROWS:
         _relu_mask_parallel(h, dh)
     else:
         _relu_mask_serial(h, dh)
