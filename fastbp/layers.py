@@ -65,6 +65,16 @@ def _floats(name, a, like=None):
     return a.astype(dtype, copy=False)
 
 
+def _weights(layer, name):
+    """`layer.W` of the layer class `name`, which must be a float32 or float64 ndarray (the
+    layer keeps the caller's array: it is checked, never converted)."""
+    W = layer.W
+    if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
+        raise TypeError(f"{name}.W must be a float32 or float64 "
+                        f"numpy.ndarray, got {getattr(W, 'dtype', type(W).__name__)}")
+    return W
+
+
 def _forward_first(layer, attr):
     if getattr(layer, attr) is None:
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
@@ -90,6 +100,8 @@ class Relu:
         return ops.relu_backward(self.out, _floats("dout", dout, self.out.dtype))
 
 
+# Sigmoid mirrors Relu line for line on purpose: each is one of the book's classes, read
+# alone; a shared base would hide the two calls that are all that differs.
 class Sigmoid:
     """Logistic sigmoid; ``backward`` uses the stored output only."""
 
@@ -121,10 +133,7 @@ class Affine:
         self.db = None
 
     def forward(self, x):
-        W = self.W
-        if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
-            raise TypeError(f"Affine.W must be a float32 or float64 numpy.ndarray, got "
-                            f"{getattr(W, 'dtype', type(W).__name__)}")
+        W = _weights(self, "Affine")
         x = _floats("x", x, W.dtype)
         if x.ndim < 2:
             raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
@@ -165,6 +174,12 @@ class SoftmaxWithLoss:
 
     def forward(self, x, t):
         x = _floats("x", x)
+        t_arr = ops._asarray("t", t)
+        if (t_arr.ndim == 2 and t_arr.shape[1] == 1 and x.ndim == 2 and x.shape[1] > 1
+                and t_arr.dtype.kind in "iu"):
+            # (N, 1) integer labels, as the book's ch07/gradient_check.py passes them (its
+            # cross_entropy_error indexes with them): labels, not one-hot rows.
+            t = t_arr.reshape(t_arr.shape[0])
         loss, dx = ops.softmax_cross_entropy(x, t)
         # Only now: after a forward that raised, backward does not return a stale gradient
         # for inputs it never saw; the layer stays as it was.
@@ -281,3 +296,67 @@ class BatchNormalization:
         dx, self.dgamma, self.dbeta = ops.batchnorm_backward(
             d.reshape(self.xc.shape), self.xc, self.xn, self.std, self.gamma)
         return dx.reshape(d.shape)
+
+
+class Convolution:
+    """2-D convolution of ``(N, C, H, W)`` images with filters `W` ``(FN, C, FH, FW)`` and
+    bias `b` ``(FN,)`` (the book's chapter 7; held by reference, never copied).
+
+    ``forward`` returns ``(N, FN, OH, OW)`` with ``OH = (H + 2 pad - FH) / stride + 1``,
+    which must be a whole number; ``backward`` sets ``dW`` and ``db`` and returns ``dx``.
+    Direct convolution kernels (:func:`fastbp.ops.conv2d_forward`), not the book's im2col:
+    the same results to rounding.
+    """
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W = W
+        self.b = b
+        self.stride = stride
+        self.pad = pad
+        self.x = None
+        self.dW = None
+        self.db = None
+
+    def forward(self, x):
+        W = self.W
+        if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
+            raise TypeError(f"Convolution.W must be a float32 or float64 numpy.ndarray, got "
+                            f"{getattr(W, 'dtype', type(W).__name__)}")
+        x = _floats("x", x, W.dtype)
+        out = ops.conv2d_forward(x, W, self.b, self.stride, self.pad)
+        self.x = x  # only now: a forward that raised leaves the layer as it was
+        return out
+
+    def backward(self, dout):
+        _forward_first(self, "x")
+        dx, self.dW, self.db = ops.conv2d_backward(_floats("dout", dout, self.W.dtype), self.x,
+                                                   self.W, self.stride, self.pad)
+        return dx
+
+
+class Pooling:
+    """Max pooling over ``pool_h x pool_w`` windows (the book's chapter 7).
+
+    ``arg_max`` holds, after ``forward``, the row-major index in its window of each
+    output's maximum, shaped like the output (the book keeps it flat, in another order).
+    """
+
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+        self.pool_h = pool_h
+        self.pool_w = pool_w
+        self.stride = stride
+        self.pad = pad
+        self.x_shape = None
+        self.arg_max = None
+
+    def forward(self, x):
+        out, arg_max = ops.maxpool_forward(_floats("x", x), self.pool_h, self.pool_w,
+                                           self.stride, self.pad)
+        self.x_shape, self.arg_max = np.shape(x), arg_max
+        return out
+
+    def backward(self, dout):
+        _forward_first(self, "arg_max")
+        d = _floats("dout", dout)
+        return ops.maxpool_backward(d, self.arg_max, self.x_shape, self.pool_h, self.pool_w,
+                                    self.stride, self.pad)

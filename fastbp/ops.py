@@ -7,9 +7,12 @@ No kernel is ever called with a shape it would read or write out of bounds with.
 """
 from typing import NamedTuple
 
+from numpy.typing import ArrayLike
+
 import numpy as np
 
 from . import kernels as K
+from ._docstrings import with_doc
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -102,40 +105,44 @@ def _elementwise(kernel, names, arrays, out, out_name, aliasable):
     return out
 
 
-def relu_forward(x, out=None):
+def relu_forward(x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """ReLU of `x` (any shape, float32/float64); returns `out` (may be `x` itself)."""
     return _elementwise(K.relu_forward, ("x",), (x,), out, "out", True)
 
 
-def relu_backward(x, dout, out=None):
+def relu_backward(x: ArrayLike, dout: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """``dout`` where ``x > 0``, else 0; `x` is the forward input or output; returns `out`."""
     return _elementwise(K.relu_backward, ("x", "dout"), (x, dout), out, "out", True)
 
 
-def sigmoid_forward(x, out=None):
+def sigmoid_forward(x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """Sigmoid of `x` (any shape), overflow-free; returns `out` (may be `x` itself)."""
     return _elementwise(K.sigmoid_forward, ("x",), (x,), out, "out", True)
 
 
-def sigmoid_backward(y, dout, out=None):
+def sigmoid_backward(y: ArrayLike, dout: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """``dout * y * (1 - y)`` from the forward output `y`; returns `out`."""
     return _elementwise(K.sigmoid_backward, ("y", "dout"), (y, dout), out, "out", True)
+
+
+def _rows_match(W, x):
+    if W.shape[0] != x.shape[1]:
+        raise ValueError(f"W must have {x.shape[1]} rows (x has {x.shape[1]} features), got "
+                         f"shape {W.shape}")
 
 
 def _params(x, W, b):
     x = _batch("x", x)
     W = _float("W", W, 2, x.dtype)
     b = _float("b", b, 1, x.dtype)
-    if W.shape[0] != x.shape[1]:
-        raise ValueError(f"W must have {x.shape[1]} rows (x has {x.shape[1]} features), got "
-                         f"shape {W.shape}")
+    _rows_match(W, x)
     if b.shape[0] != W.shape[1]:
         raise ValueError(f"b must have {W.shape[1]} elements (W has {W.shape[1]} columns), got "
                          f"shape {b.shape}")
     return x, W, b
 
 
-def affine_forward(x, W, b, out=None):
+def affine_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """``x @ W + b``.
 
     Parameters
@@ -156,7 +163,9 @@ def affine_forward(x, W, b, out=None):
     return out
 
 
-def affine_backward(dout, x, W, *, need_dx=True, dx=None, dW=None, db=None):
+def affine_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: bool = True, dx: np.ndarray | None = None,
+                    dW: np.ndarray | None = None, db: np.ndarray | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of ``x @ W + b``.
 
     Parameters
@@ -178,9 +187,7 @@ def affine_backward(dout, x, W, *, need_dx=True, dx=None, dW=None, db=None):
     x = _batch("x", x)
     W = _float("W", W, 2, x.dtype)
     dout = _float("dout", dout, 2, x.dtype)
-    if W.shape[0] != x.shape[1]:
-        raise ValueError(f"W must have {x.shape[1]} rows (x has {x.shape[1]} features), got "
-                         f"shape {W.shape}")
+    _rows_match(W, x)
     _same_shape("dout", dout, (x.shape[0], W.shape[1]), "x @ W")
     ins = [("x", x), ("W", W), ("dout", dout)]
     dW = _out("dW", dW, W.shape, x.dtype, ins)
@@ -219,7 +226,7 @@ def _targets(t, x):
     raise ValueError(f"t must be 1-D labels or 2-D one-hot rows, got shape {t.shape}")
 
 
-def softmax_cross_entropy(x, t, dx=None):
+def softmax_cross_entropy(x: ArrayLike, t: ArrayLike, dx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Mean softmax-cross-entropy of logits `x` against `t`, and its gradient.
 
     Parameters
@@ -253,8 +260,9 @@ def _real(name, v):
         raise TypeError(f"{name} must be a real number, got {type(v).__name__}") from None
 
 
-def sgd_update(param, grad, lr):
-    """``param -= lr * grad`` in place; `param` must be a writeable C-contiguous float array."""
+def _param_grad(param, grad):
+    """Check a parameter updated in place and its gradient; return the gradient as an array
+    of `param`'s dtype."""
     if not isinstance(param, np.ndarray):
         raise TypeError(f"param must be a numpy.ndarray (updated in place), got "
                         f"{type(param).__name__}")
@@ -264,6 +272,12 @@ def sgd_update(param, grad, lr):
     _out("param", param, param.shape, param.dtype)
     grad = _float("grad", grad, dtype=param.dtype)
     _same_shape("grad", grad, param.shape, "param")
+    return grad
+
+
+def sgd_update(param: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
+    """``param -= lr * grad`` in place; `param` must be a writeable C-contiguous float array."""
+    grad = _param_grad(param, grad)
     lr = _real("lr", lr)
     if not np.isfinite(lr):
         raise ValueError(f"lr must be finite, got {lr}")
@@ -308,15 +322,7 @@ def _state(name, s, param, others):
 def _update_arrays(param, grad, **states):
     """``[param, grad, *states]`` as 1-D views for the kernel (one compiled signature per
     dtype, whatever the shape), after checking all of them: nothing is written before."""
-    if not isinstance(param, np.ndarray):
-        raise TypeError(f"param must be a numpy.ndarray (updated in place), got "
-                        f"{type(param).__name__}")
-    if param.dtype not in _FLOATS:
-        raise TypeError(f"param must be float32 or float64, got {param.dtype}; keep parameters "
-                        "as float arrays")
-    _out("param", param, param.shape, param.dtype)
-    grad = _float("grad", grad, dtype=param.dtype)
-    _same_shape("grad", grad, param.shape, "param")
+    grad = _param_grad(param, grad)
     if np.may_share_memory(grad, param):
         raise ValueError("grad must not share memory with param; pass a separate array")
     seen = [("param", param), ("grad", grad)]
@@ -326,16 +332,50 @@ def _update_arrays(param, grad, **states):
     return [a.reshape(-1) for a in (param, grad, *states.values())]
 
 
-def sgd_decay_update(param, grad, lr, decay=0.0):
+def _run_update(kernel, flat, param, *hyper):
+    """Call an update `kernel` on the checked 1-D views `flat` (not for an empty `param`)
+    and return `param`."""
+    if param.size:
+        kernel(*flat, *hyper)
+    return param
+
+
+def _velocity_update(kernel, param, grad, v, lr, momentum, decay):
+    """Momentum's and Nesterov's checks and call: the same arguments, another kernel."""
+    flat = _update_arrays(param, grad, v=v)
+    lr, momentum = _finite("lr", lr), _unit("momentum", momentum)
+    decay = _finite("decay", decay, 0)
+    return _run_update(kernel, flat, param, lr, momentum, decay)
+
+
+#: Parameter and return descriptions the update functions share (filled in by with_doc).
+_UPDATE_DOCS = {
+    "param_grad": "param : ndarray, float32 or float64, writeable, C-contiguous\n"
+                  "        Updated in place.\n"
+                  "    grad : array_like, shape and dtype of `param`",
+    "lr": "lr : float\n        Learning rate, finite.",
+    "velocity": "v : ndarray, shape and dtype of `param`, writeable, C-contiguous\n"
+                "        Velocity, zeros before the first update; updated in place.\n"
+                "    lr : float\n        Learning rate, finite.\n"
+                "    momentum : float\n        In [0, 1).",
+    "decay_returns": "decay : float\n"
+                     "        Weight-decay coefficient, finite, >= 0.\n"
+                     "\n"
+                     "    Returns\n"
+                     "    -------\n"
+                     "    ndarray\n"
+                     "        `param`.",
+}
+
+
+@with_doc(**_UPDATE_DOCS)
+def sgd_decay_update(param: np.ndarray, grad: ArrayLike, lr: float, decay: float = 0.0) -> np.ndarray:
     """SGD with L2 weight decay, in place: ``param -= lr * (grad + decay * param)``.
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, writeable, C-contiguous
-        Updated in place.
-    grad : array_like, shape and dtype of `param`
-    lr : float
-        Learning rate, finite.
+    {param_grad}
+    {lr}
     decay : float
         Weight-decay coefficient, finite, >= 0 (0: plain SGD, as :func:`sgd_update`).
 
@@ -346,43 +386,27 @@ def sgd_decay_update(param, grad, lr, decay=0.0):
     """
     flat = _update_arrays(param, grad)
     lr, decay = _finite("lr", lr), _finite("decay", decay, 0)
-    if param.size:
-        K.sgd_decay_update(*flat, lr, decay)
-    return param
+    return _run_update(K.sgd_decay_update, flat, param, lr, decay)
 
 
-def momentum_update(param, grad, v, lr, momentum=0.9, decay=0.0):
+@with_doc(**_UPDATE_DOCS)
+def momentum_update(param: np.ndarray, grad: ArrayLike, v: np.ndarray, lr: float, momentum: float = 0.9,
+                    decay: float = 0.0) -> np.ndarray:
     """The book's Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, writeable, C-contiguous
-        Updated in place.
-    grad : array_like, shape and dtype of `param`
+    {param_grad}
         ``g = grad + decay * param``.
-    v : ndarray, shape and dtype of `param`, writeable, C-contiguous
-        Velocity, zeros before the first update; updated in place.
-    lr : float
-        Learning rate, finite.
-    momentum : float
-        In [0, 1).
-    decay : float
-        Weight-decay coefficient, finite, >= 0.
-
-    Returns
-    -------
-    ndarray
-        `param`.
+    {velocity}
+    {decay_returns}
     """
-    flat = _update_arrays(param, grad, v=v)
-    lr, momentum = _finite("lr", lr), _unit("momentum", momentum)
-    decay = _finite("decay", decay, 0)
-    if param.size:
-        K.momentum_update(*flat, lr, momentum, decay)
-    return param
+    return _velocity_update(K.momentum_update, param, grad, v, lr, momentum, decay)
 
 
-def nesterov_update(param, grad, v, lr, momentum=0.9, decay=0.0):
+@with_doc(**_UPDATE_DOCS)
+def nesterov_update(param: np.ndarray, grad: ArrayLike, v: np.ndarray, lr: float, momentum: float = 0.9,
+                    decay: float = 0.0) -> np.ndarray:
     """The book's Nesterov update, in place.
 
     ``param += momentum**2 * v; param -= (1+momentum)*lr*g; v = momentum*v - lr*g`` with
@@ -390,60 +414,34 @@ def nesterov_update(param, grad, v, lr, momentum=0.9, decay=0.0):
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, writeable, C-contiguous
-        Updated in place.
-    grad : array_like, shape and dtype of `param`
-    v : ndarray, shape and dtype of `param`, writeable, C-contiguous
-        Velocity, zeros before the first update; updated in place.
-    lr : float
-        Learning rate, finite.
-    momentum : float
-        In [0, 1).
-    decay : float
-        Weight-decay coefficient, finite, >= 0.
-
-    Returns
-    -------
-    ndarray
-        `param`.
+    {param_grad}
+    {velocity}
+    {decay_returns}
     """
-    flat = _update_arrays(param, grad, v=v)
-    lr, momentum = _finite("lr", lr), _unit("momentum", momentum)
-    decay = _finite("decay", decay, 0)
-    if param.size:
-        K.nesterov_update(*flat, lr, momentum, decay)
-    return param
+    return _velocity_update(K.nesterov_update, param, grad, v, lr, momentum, decay)
 
 
-def adagrad_update(param, grad, h, lr, decay=0.0):
+@with_doc(**_UPDATE_DOCS)
+def adagrad_update(param: np.ndarray, grad: ArrayLike, h: np.ndarray, lr: float, decay: float = 0.0) -> np.ndarray:
     """The book's AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + 1e-7)``.
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, writeable, C-contiguous
-        Updated in place.
-    grad : array_like, shape and dtype of `param`
+    {param_grad}
         ``g = grad + decay * param``.
     h : ndarray, shape and dtype of `param`, writeable, C-contiguous
         Sum of squared gradients, zeros before the first update; updated in place.
-    lr : float
-        Learning rate, finite.
-    decay : float
-        Weight-decay coefficient, finite, >= 0.
-
-    Returns
-    -------
-    ndarray
-        `param`.
+    {lr}
+    {decay_returns}
     """
     flat = _update_arrays(param, grad, h=h)
     lr, decay = _finite("lr", lr), _finite("decay", decay, 0)
-    if param.size:
-        K.adagrad_update(*flat, lr, decay)
-    return param
+    return _run_update(K.adagrad_update, flat, param, lr, decay)
 
 
-def rmsprop_update(param, grad, h, lr, decay_rate=0.99, decay=0.0):
+@with_doc(**_UPDATE_DOCS)
+def rmsprop_update(param: np.ndarray, grad: ArrayLike, h: np.ndarray, lr: float, decay_rate: float = 0.99,
+                   decay: float = 0.0) -> np.ndarray:
     """The book's RMSprop, in place.
 
     ``h = decay_rate*h + (1-decay_rate)*g*g; param -= lr*g / (sqrt(h) + 1e-7)`` with
@@ -451,32 +449,23 @@ def rmsprop_update(param, grad, h, lr, decay_rate=0.99, decay=0.0):
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, writeable, C-contiguous
-        Updated in place.
-    grad : array_like, shape and dtype of `param`
+    {param_grad}
     h : ndarray, shape and dtype of `param`, writeable, C-contiguous
         Running mean of squared gradients, zeros before the first update; updated in place.
-    lr : float
-        Learning rate, finite.
+    {lr}
     decay_rate : float
         In [0, 1).
-    decay : float
-        Weight-decay coefficient, finite, >= 0.
-
-    Returns
-    -------
-    ndarray
-        `param`.
+    {decay_returns}
     """
     flat = _update_arrays(param, grad, h=h)
     lr, decay_rate = _finite("lr", lr), _unit("decay_rate", decay_rate)
     decay = _finite("decay", decay, 0)
-    if param.size:
-        K.rmsprop_update(*flat, lr, decay_rate, decay)
-    return param
+    return _run_update(K.rmsprop_update, flat, param, lr, decay_rate, decay)
 
 
-def adam_update(param, grad, m, v, lr_t, beta1=0.9, beta2=0.999, decay=0.0):
+@with_doc(**_UPDATE_DOCS)
+def adam_update(param: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray, lr_t: float, beta1: float = 0.9,
+                beta2: float = 0.999, decay: float = 0.0) -> np.ndarray:
     """The book's Adam, in place.
 
     ``m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); param -= lr_t*m / (sqrt(v) + 1e-7)``
@@ -484,9 +473,7 @@ def adam_update(param, grad, m, v, lr_t, beta1=0.9, beta2=0.999, decay=0.0):
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, writeable, C-contiguous
-        Updated in place.
-    grad : array_like, shape and dtype of `param`
+    {param_grad}
     m, v : ndarray, shape and dtype of `param`, writeable, C-contiguous, separate
         Moment estimates, zeros before the first update; updated in place.
     lr_t : float
@@ -494,21 +481,13 @@ def adam_update(param, grad, m, v, lr_t, beta1=0.9, beta2=0.999, decay=0.0):
         (1, 2, ...), finite; :meth:`fastbp.optimizers.Adam.next_hyper` computes it.
     beta1, beta2 : float
         In [0, 1).
-    decay : float
-        Weight-decay coefficient, finite, >= 0.
-
-    Returns
-    -------
-    ndarray
-        `param`.
+    {decay_returns}
     """
     flat = _update_arrays(param, grad, m=m, v=v)
     lr_t = _finite("lr_t", lr_t)
     beta1, beta2 = _unit("beta1", beta1), _unit("beta2", beta2)
     decay = _finite("decay", decay, 0)
-    if param.size:
-        K.adam_update(*flat, lr_t, beta1, beta2, decay)
-    return param
+    return _run_update(K.adam_update, flat, param, lr_t, beta1, beta2, decay)
 
 
 # -- batch normalization and dropout (fastbp.kernels.batchnorm, fastbp.kernels.dropout) ---
@@ -560,8 +539,10 @@ def _running(name, a, D, dtype, inputs):
     return a
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9,
-                      train_flg=True):
+def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
+                      running_mean: np.ndarray, running_var: np.ndarray,
+                      momentum: float = 0.9, train_flg: bool = True
+                      ) -> BatchNormForward | np.ndarray:
     """Batch normalization of the rows of `x`, the book's ``BatchNormalization`` forward.
 
     Parameters
@@ -621,7 +602,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.9,
     return BatchNormForward(out, xc, xn, std)
 
 
-def batchnorm_backward(dout, xc, xn, std, gamma):
+def batchnorm_backward(dout: ArrayLike, xc: np.ndarray, xn: np.ndarray, std: np.ndarray,
+                       gamma: ArrayLike) -> BatchNormGrads:
     """Gradients of training-mode batch normalization, the book's backward pass.
 
     Parameters
@@ -686,7 +668,8 @@ def _mask(mask, shape, ref):
     return m if m.flags.c_contiguous else m.copy(order="C")
 
 
-def dropout_forward(x, ratio, seed, stream=0):
+def dropout_forward(x: ArrayLike, ratio: float, seed: int, stream: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Dropout with fastbp's counter-based generator: ``x * mask``.
 
     The mask is a pure function of ``(seed, stream)`` and the element's index (Philox4x32-10,
@@ -731,7 +714,7 @@ def _apply_mask(name, a, mask, out):
     return out
 
 
-def dropout_backward(dout, mask, out=None):
+def dropout_backward(dout: ArrayLike, mask: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
     """``dout * mask``, the gradient of dropout.
 
     Parameters
@@ -747,3 +730,214 @@ def dropout_backward(dout, mask, out=None):
     ndarray, shape and dtype of `dout`
     """
     return _apply_mask("dout", dout, mask, out)
+
+
+# -- convolution and pooling (chapter 7) ------------------------------------------------
+
+def _window_int(name, v, minimum):
+    """A stride, pad or window size: an int (a float with an integer value is accepted, as
+    the book passes e.g. ``stride=1.0`` through), at least `minimum`; else ValueError."""
+    if isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        v = int(v)
+    if not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v}")
+    return int(v)
+
+
+def _images(name, x, dtype=None):
+    """A non-empty (N, C, H, W) float batch, C-contiguous."""
+    x = _float(name, x, dtype=dtype)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {x.shape}; a batch of "
+                         f"flat MNIST rows is x.reshape(-1, 1, 28, 28)")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {x.shape}); pass at least one image")
+    return x
+
+
+def _out_len(size, window, stride, pad, axis, window_name):
+    """``(size + 2 pad - window) / stride + 1``, which must be a whole number >= 1."""
+    if window > size + 2 * pad:
+        raise ValueError(f"{window_name} ({window}) is larger than the padded input's "
+                         f"{axis} ({size} + 2 * {pad}); use a smaller window or more padding")
+    if (size + 2 * pad - window) % stride:
+        raise ValueError(f"stride {stride} does not fit the input's {axis}: ({size} + 2 * "
+                         f"{pad} - {window}) / {stride} + 1 is not a whole number; change "
+                         f"stride or pad")
+    return (size + 2 * pad - window) // stride + 1
+
+
+def conv_shapes(x_shape, W_shape, stride, pad):
+    """Check a convolution's geometry; return ``(stride, pad, OH, OW)``.
+
+    Raises ValueError naming `W`, `stride` or `pad` (see :func:`conv2d_forward`).
+    """
+    stride = _window_int("stride", stride, 1)
+    pad = _window_int("pad", pad, 0)
+    if len(W_shape) != 4:
+        raise ValueError(f"W must be 4-D (FN, C, FH, FW), got shape {tuple(W_shape)}")
+    if W_shape[1] != x_shape[1]:
+        raise ValueError(f"W has {W_shape[1]} input channels (shape {tuple(W_shape)}) but x "
+                         f"has {x_shape[1]} (shape {tuple(x_shape)})")
+    if min(W_shape) == 0:
+        raise ValueError(f"W must not be empty, got shape {tuple(W_shape)}")
+    OH = _out_len(x_shape[2], W_shape[2], stride, pad, "height", "filter height (W)")
+    OW = _out_len(x_shape[3], W_shape[3], stride, pad, "width", "filter width (W)")
+    return stride, pad, OH, OW
+
+
+def pool_shapes(x_shape, pool_h, pool_w, stride, pad):
+    """Check a pooling window's geometry; return ``(pool_h, pool_w, stride, pad, OH, OW)``."""
+    pool_h = _window_int("pool_h", pool_h, 1)
+    pool_w = _window_int("pool_w", pool_w, 1)
+    stride = _window_int("stride", stride, 1)
+    pad = _window_int("pad", pad, 0)
+    OH = _out_len(x_shape[2], pool_h, stride, pad, "height", "pool_h")
+    OW = _out_len(x_shape[3], pool_w, stride, pad, "width", "pool_w")
+    return pool_h, pool_w, stride, pad, OH, OW
+
+
+def conv2d_forward(x, W, b, stride=1, pad=0):
+    """Convolution of a batch of images, the book's ``Convolution.forward``.
+
+    Parameters
+    ----------
+    x : array_like, (N, C, H, W), float32 or float64
+    W : array_like, (FN, C, FH, FW), dtype of `x`
+    b : array_like, (FN,), dtype of `x`
+    stride : int >= 1
+    pad : int >= 0
+        Zeros added on each side of the height and width.
+
+    Returns
+    -------
+    ndarray, (N, FN, OH, OW), dtype of `x`
+        ``OH = (H + 2 pad - FH) / stride + 1`` (likewise ``OW``).
+
+    Raises
+    ------
+    TypeError
+        If an array is not float32/float64 or the dtypes differ.
+    ValueError
+        If `x` is not 4-D or empty, `W`'s channel count differs from `x`'s, a filter is
+        larger than the padded input, `stride` < 1 or `pad` < 0 or either is not an
+        integer, or the output size is not a whole number.
+    """
+    x = _images("x", x)
+    W = _float("W", W, dtype=x.dtype)
+    stride, pad, OH, OW = conv_shapes(x.shape, W.shape, stride, pad)
+    b = _float("b", b, 1, x.dtype)
+    if b.shape[0] != W.shape[0]:
+        raise ValueError(f"b must have {W.shape[0]} elements (one per filter of W), got "
+                         f"shape {b.shape}")
+    out = np.empty((x.shape[0], W.shape[0], OH, OW), x.dtype)
+    K.conv2d_forward(x, W, b, stride, pad, out)
+    return out
+
+
+class ConvGrads(NamedTuple):
+    """:func:`conv2d_backward`'s gradients (``dx`` None when not requested)."""
+    dx: object
+    dW: np.ndarray
+    db: np.ndarray
+
+
+def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
+    """Gradients of :func:`conv2d_forward`.
+
+    Parameters
+    ----------
+    dout : array_like, (N, FN, OH, OW), dtype of `x`
+    x : array_like, (N, C, H, W), float32 or float64: the forward input.
+    W : array_like, (FN, C, FH, FW), dtype of `x`
+    stride, pad : int
+        As in the forward.
+    need_dx : bool
+        False skips the input gradient (None): a first layer never needs it.
+
+    Returns
+    -------
+    ConvGrads
+        ``dx`` (N, C, H, W) or None, ``dW`` (FN, C, FH, FW), ``db`` (FN,).
+    """
+    x = _images("x", x)
+    W = _float("W", W, dtype=x.dtype)
+    stride, pad, OH, OW = conv_shapes(x.shape, W.shape, stride, pad)
+    dout = _float("dout", dout, 4, x.dtype)
+    _same_shape("dout", dout, (x.shape[0], W.shape[0], OH, OW), "the convolution's output")
+    dW = np.empty_like(W)
+    db = np.empty(W.shape[0], x.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    K.conv2d_backward(dout, x, W, stride, pad, dW, db, dx)
+    return ConvGrads(dx, dW, db)
+
+
+class PoolResult(NamedTuple):
+    """:func:`maxpool_forward`'s output and the index of each window's maximum."""
+    out: np.ndarray
+    argmax: np.ndarray
+
+
+def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
+    """Max pooling, the book's ``Pooling.forward`` (zero padding counts as values).
+
+    Parameters
+    ----------
+    x : array_like, (N, C, H, W), float32 or float64
+    pool_h, pool_w : int >= 1
+        The window; not larger than the padded input.
+    stride : int >= 1
+    pad : int >= 0
+
+    Returns
+    -------
+    PoolResult
+        ``out`` (N, C, OH, OW) and ``argmax`` (N, C, OH, OW) int32, the row-major index
+        ``wy * pool_w + wx`` of each window's first largest value.
+    """
+    x = _images("x", x)
+    pool_h, pool_w, stride, pad, OH, OW = pool_shapes(x.shape, pool_h, pool_w, stride, pad)
+    out = np.empty(x.shape[:2] + (OH, OW), x.dtype)
+    argmax = np.empty(out.shape, np.int32)
+    K.maxpool_forward(x, pool_h, pool_w, stride, pad, out, argmax)
+    return PoolResult(out, argmax)
+
+
+def maxpool_backward(dout, argmax, x_shape, pool_h, pool_w, stride=2, pad=0):
+    """Gradient of :func:`maxpool_forward`.
+
+    Parameters
+    ----------
+    dout : array_like, (N, C, OH, OW), float32 or float64
+    argmax : array_like, (N, C, OH, OW), integer: the forward's indices, each in
+        ``[0, pool_h * pool_w)``.
+    x_shape : tuple of 4 ints
+        The forward input's shape.
+    pool_h, pool_w, stride, pad : int
+        As in the forward.
+
+    Returns
+    -------
+    ndarray, `x_shape`, dtype of `dout`
+    """
+    shape = tuple(int(s) for s in x_shape)
+    if len(shape) != 4 or shape[0] == 0:
+        raise ValueError(f"x_shape must be a non-empty (N, C, H, W), got {x_shape}")
+    pool_h, pool_w, stride, pad, OH, OW = pool_shapes(shape, pool_h, pool_w, stride, pad)
+    dout = _float("dout", dout, 4)
+    _same_shape("dout", dout, shape[:2] + (OH, OW), "the pooling output")
+    a = _asarray("argmax", argmax)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"argmax must hold integers, got {a.dtype}")
+    _same_shape("argmax", a, dout.shape, "dout")
+    if a.size and (a.min() < 0 or a.max() >= pool_h * pool_w):
+        raise ValueError(f"argmax must be in [0, {pool_h * pool_w}) (indices into the "
+                         f"pool_h x pool_w window), got [{a.min()}, {a.max()}]")
+    a = np.ascontiguousarray(a, np.int32)
+    dx = np.empty(shape, dout.dtype)
+    K.maxpool_backward(dout, a, pool_w, stride, pad, dx)
+    return dx

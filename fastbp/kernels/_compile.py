@@ -38,11 +38,10 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 #: Parameters from which the optimizer pass inside a fused training step goes parallel.
 #: There it follows BLAS calls and serial passes, and waking Numba's pool cost more than
-#: the pass: 784-100x4-10 (109 610 parameters), Adam, float32, batch 100, the step's
-#: kernel took 647-875 us with a parallel pass and 590 us with a serial one (the serial
-#: pass alone: 36 us); at batch 1, 85 us and 67 us (/tmp-style timing in one process,
-#: numba.set_num_threads(2) vs (1); benchmarks/compare_frameworks.py --model mlp4). Only
-#: networks far larger than the book's go parallel.
+#: the pass for the book's networks (784-100x4-10, Adam, batch 1 and 100; measured with
+#: benchmarks/compare_frameworks.py --model mlp4, figures in
+#: docs/decisions/fused-optimizer-pass.md). Only networks far larger than the book's go
+#: parallel.
 FUSED_UPDATE_PARALLEL_MIN_ELEMENTS = 1 << 22
 
 #: Batch rows from which the row passes of the training steps (bias + activation, softmax,
@@ -58,12 +57,29 @@ SOFTMAX_BLOCK = 64
 #: non-zero inputs once (:mod:`._sparse`) and use the list for the first layer's product
 #: and its weight gradient. Set where the listed path and the BLAS path cross for
 #: 784-50-10 (benchmarks/bench_train_step.py, float32 and float64; see
-#: docs/decisions or notes/issue5.md).
+#: docs/decisions/small-batch-zero-skipping.md).
 SMALL_BATCH = 24
 
 #: Multiply-adds (n * d * m) from which an affine product calls BLAS instead of loops: a
 #: BLAS call's fixed cost dominates below (benchmarks/bench_affine.py).
 AFFINE_BLAS_MIN_FLOPS = 1 << 17
+
+#: Multiply-adds from which a convolution or pooling kernel (fastbp.kernels.conv) runs its
+#: parallel twin (samples or filters over Numba's pool). Provisional: set from
+#: benchmarks/bench_conv.py (docs/decisions/convolution.md).
+CONV_PARALLEL_MIN_MACS = 1 << 18
+
+#: Batches up to this size run the SimpleConvNet step's affine products (4320 x 100) as
+#: loops, not BLAS: at one row sgemm was slower than the loops for ``h @ W2`` and 3x
+#: slower for ``dz @ W2.T`` (figures in docs/decisions/convolution.md).
+#: AFFINE_BLAS_MIN_FLOPS counts only multiply-adds and sends these one-row products to BLAS.
+CONVNET_LOOP_MAX_ROWS = 1
+
+#: Parameters from which the optimizer pass of the SimpleConvNet step runs parallel. Unlike
+#: the fully connected step (FUSED_UPDATE_PARALLEL_MIN_ELEMENTS), the book's ConvNet has
+#: 434k parameters, mostly the 4320 x 100 W2, and a pass over them is long enough that
+#: two threads beat one even after a BLAS call (docs/decisions/convolution.md).
+CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS = 1 << 17
 
 
 def _renamed(body, suffix):

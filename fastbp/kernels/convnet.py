@@ -1,0 +1,264 @@
+"""The training step of the book's ``SimpleConvNet`` as one compiled call.
+
+conv - ReLU - max pool - Affine - ReLU - Affine - softmax-cross-entropy, forward and
+backward, and the optimizer's update of every parameter. The convolution block is
+:func:`.conv.conv_relu_pool_forward` / :func:`.conv.conv_relu_pool_backward` (the
+convolution output is never stored, the first layer's input gradient never computed); the
+two affine layers use the engine of the fully connected networks (:func:`.affine.product`,
+:func:`.affine.weight_grad`, :func:`.affine.input_grad`, BLAS or loops by size) and its
+row passes (:mod:`.rows`). Every parameter lives in one flat buffer ``flat`` at the
+offsets of a small int64 vector ``layout`` (entries :data:`W1_OFF` ... :data:`OUT`), so
+the optimizer's update is one pass over contiguous memory (:func:`.optimizers.optimizer_update`).
+
+Work space for a batch size is one float ``arena`` and one int32 ``index`` buffer, carved
+by :func:`convnet_arena_size` at offsets every function here recomputes the same way.
+"""
+from numba import njit
+
+from ._compile import (CONVNET_LOOP_MAX_ROWS, CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS,
+                       require_c_contiguous)
+from .affine import (column_sum, fill_zero, input_grad, matmul_loops, product, rank1_loops,
+                     weight_grad)
+from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward_work_size,
+                   crp_scratch_size, dot_reassoc)
+from .optimizers import optimizer_update
+from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
+
+#: Entries of the ``layout`` vector: offsets into ``flat`` of W1 (FN, C, FH, FW), b1,
+#: W2 (FN * PH * PW, HIDDEN), b2, W3 (HIDDEN, OUT), b3; the convolution's stride and pad;
+#: the pooling window and stride; the sizes of the input (C, H, W), of the filters (FN,
+#: FH, FW), of the convolution output (OH, OW), of the pooled output (PH, PW), of the
+#: hidden layer and of the output.
+(W1_OFF, B1_OFF, W2_OFF, B2_OFF, W3_OFF, B3_OFF, STRIDE, PAD, POOL, POOL_STRIDE, C, H, W,
+ FN, FH, FW, OH, OW, PH, PW, HIDDEN, OUT) = range(22)
+LAYOUT_SIZE = 22
+
+
+@njit(cache=True, nogil=True)
+def _pooled(layout):
+    return layout[FN] * layout[PH] * layout[PW]
+
+
+@njit(cache=True, nogil=True)
+def _scratch(layout):
+    # one sample's work space of the convolution block
+    return crp_scratch_size(layout[C], layout[H], layout[W], layout[FH], layout[FW],
+                            layout[STRIDE], layout[PAD])
+
+
+@njit(cache=True, nogil=True)
+def _dense_work(layout):
+    # per filter: the work space of the convolution block's backward
+    return crp_backward_work_size(layout[H], layout[W], layout[FH], layout[STRIDE],
+                                  layout[PAD])
+
+
+@njit(cache=True, nogil=True)
+def convnet_arena_size(n, layout):
+    """Float elements of the work space of a batch of `n` rows (the int32 ``index`` buffer
+    holds ``n * FN * PH * PW``): the convolution block's scratch, the pooled output and its
+    gradient, the hidden layer and its gradient, the logits and their gradient, and the
+    work space of the convolution block's backward (per filter, not per row)."""
+    return n * (_scratch(layout) + 2 * _pooled(layout) + 2 * layout[HIDDEN]
+                + 2 * layout[OUT]) + layout[FN] * _dense_work(layout)
+
+
+@njit(cache=True, nogil=True)
+def _part(arena, off, size):
+    return arena[off:off + size]
+
+
+@njit(cache=True, nogil=True)
+def _product(a, W, out):
+    # out = a @ W
+    if a.shape[0] <= CONVNET_LOOP_MAX_ROWS:
+        matmul_loops(a, W, out, False)
+    else:
+        product(a, W, out)
+
+
+@njit(cache=True, nogil=True)
+def _weight_grad(a, dz, dW):
+    # dW = a.T @ dz; for one row each row of dW written once, a[0, k] * dz[0] (zero rows
+    # for the ReLU's zeros), instead of zeroing dW and adding to it
+    n, d = a.shape
+    if n == 1:
+        m = dz.shape[1]
+        g = dz[0]
+        for k in range(d):
+            ak = a[0, k]
+            row = dW[k]
+            if ak == 0:
+                for j in range(m):
+                    row[j] = 0
+            else:
+                for j in range(m):
+                    row[j] = ak * g[j]
+    elif n <= CONVNET_LOOP_MAX_ROWS:
+        fill_zero(dW)
+        rank1_loops(1.0, a, dz, dW)
+    else:
+        weight_grad(a, dz, dW)
+
+
+@njit(cache=True, nogil=True)
+def _input_grad(dz, W, da, a):
+    # da = dz @ W.T except where the layer's input `a` is <= 0 (there the ReLU before the
+    # layer drops the gradient: 0 is written, not computed). For few rows each output is a
+    # vectorized dot product of two contiguous rows (matmul_t_loops keeps each sum in strict
+    # order: 2x slower here).
+    n, m = dz.shape
+    if n <= CONVNET_LOOP_MAX_ROWS:
+        for i in range(n):
+            dzi = dz[i]
+            for k in range(W.shape[0]):
+                da[i, k] = 0 if a[i, k] <= 0 else dot_reassoc(W[k], dzi, m)
+    else:
+        input_grad(dz, W, da)
+
+
+@njit(cache=True, nogil=True)
+def _forward(x, flat, layout, arena, index):
+    # Up to the logits without the last bias; returns (pooled, hidden, logits) views.
+    n = x.shape[0]
+    D = _pooled(layout)
+    hid = layout[HIDDEN]
+    out_n = layout[OUT]
+    W1 = flat[layout[W1_OFF]:layout[W1_OFF] + layout[FN] * layout[C] * layout[FH]
+              * layout[FW]].reshape(layout[FN], layout[C], layout[FH], layout[FW])
+    b1 = flat[layout[B1_OFF]:layout[B1_OFF] + layout[FN]]
+    W2 = flat[layout[W2_OFF]:layout[W2_OFF] + D * hid].reshape(D, hid)
+    b2 = flat[layout[B2_OFF]:layout[B2_OFF] + hid]
+    W3 = flat[layout[W3_OFF]:layout[W3_OFF] + hid * out_n].reshape(hid, out_n)
+    off = 0
+    scratch = _part(arena, off, n * _scratch(layout)).reshape(n, _scratch(layout))
+    off += n * _scratch(layout)
+    pooled = _part(arena, off, n * D)
+    off += 2 * n * D  # the pooled output, then its gradient
+    pooled4 = pooled.reshape(n, layout[FN], layout[PH], layout[PW])
+    arg4 = index[:n * D].reshape(n, layout[FN], layout[PH], layout[PW])
+    conv_relu_pool_forward(x, W1, b1, layout[STRIDE], layout[PAD], layout[POOL],
+                           layout[POOL], layout[POOL_STRIDE], scratch, pooled4, arg4)
+    h = _part(arena, off, n * hid).reshape(n, hid)
+    off += 2 * n * hid
+    _product(pooled.reshape(n, D), W2, h)
+    bias_act_rows(h, b2, RELU)
+    y = _part(arena, off, n * out_n).reshape(n, out_n)
+    _product(h, W3, y)
+    return y
+
+
+@njit(cache=True, nogil=True)
+def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1, state2,
+                 lr, c1, c2):
+    """Forward, backward and optimizer update of a SimpleConvNet on one batch.
+
+    Parameters
+    ----------
+    x : ndarray, (n, C, H, W), float32 or float64, C-contiguous
+    t : ndarray, (n,) integer labels in [0, OUT), or (n, OUT) one-hot rows of `x`'s dtype
+    flat : ndarray, (P,), dtype of `x`
+        Every parameter at the offsets of `layout`; updated in place when ``kind >= 0``.
+    grads : ndarray, (P,), dtype of `x`
+        Written with the gradient of the loss at the same offsets.
+    layout : ndarray, (LAYOUT_SIZE,), int64
+        See :data:`W1_OFF` ... :data:`OUT`.
+    arena : ndarray, (convnet_arena_size(n, layout),), dtype of `x`
+        Work space; overwritten.
+    index : ndarray, (n * FN * PH * PW,), int32
+        Work space (the pooling indices); overwritten.
+    row_loss : ndarray, (n,), float64
+        Written with each row's cross-entropy.
+    kind : int
+        The optimizer (:data:`.optimizers.SGD` ... :data:`.optimizers.ADAM`), or -1 to
+        compute the gradients only.
+    state1, state2 : ndarray
+        The optimizer's state at the offsets of `flat` (size 0 when unused).
+    lr, c1, c2 : float
+        The optimizer's scalars for this update (:func:`.optimizers.optimizer_update`).
+
+    Returns
+    -------
+    float
+        The mean loss of the batch before the update; -1.0 when an integer label is
+        outside ``[0, OUT)``, and then nothing was touched.
+    """
+    require_c_contiguous(x, t, flat, grads, layout, arena, index, row_loss, state1, state2)
+    n = x.shape[0]
+    out_n = layout[OUT]
+    if t.ndim == 1:
+        for i in range(n):
+            if t[i] < 0 or t[i] >= out_n:
+                return -1.0
+    D = _pooled(layout)
+    hid = layout[HIDDEN]
+    y = _forward(x, flat, layout, arena, index)
+    off = n * _scratch(layout)
+    pooled = _part(arena, off, n * D).reshape(n, D)
+    dpooled = _part(arena, off + n * D, n * D).reshape(n, D)
+    off += 2 * n * D
+    h = _part(arena, off, n * hid).reshape(n, hid)
+    dh = _part(arena, off + n * hid, n * hid).reshape(n, hid)
+    off += 2 * n * hid
+    dy = _part(arena, off + n * out_n, n * out_n).reshape(n, out_n)
+    b3 = flat[layout[B3_OFF]:layout[B3_OFF] + out_n]
+    softmax_rows(y, b3, t, dy, row_loss)
+    loss = 0.0
+    for i in range(n):
+        loss += row_loss[i]
+    loss /= n
+    # Affine2, ReLU, Affine1 backward
+    column_sum(dy, grads[layout[B3_OFF]:layout[B3_OFF] + out_n])
+    _weight_grad(h, dy, grads[layout[W3_OFF]:layout[W3_OFF] + hid * out_n].reshape(hid, out_n))
+    _input_grad(dy, flat[layout[W3_OFF]:layout[W3_OFF] + hid * out_n].reshape(hid, out_n), dh,
+                h)
+    relu_mask_rows(h, dh)
+    column_sum(dh, grads[layout[B2_OFF]:layout[B2_OFF] + hid])
+    _weight_grad(pooled, dh, grads[layout[W2_OFF]:layout[W2_OFF] + D * hid].reshape(D, hid))
+    _input_grad(dh, flat[layout[W2_OFF]:layout[W2_OFF] + D * hid].reshape(D, hid), dpooled,
+                pooled)
+    # pooling, ReLU and convolution backward (no input gradient)
+    fn, ph, pw = layout[FN], layout[PH], layout[PW]
+    fsize = layout[FN] * layout[C] * layout[FH] * layout[FW]
+    conv_relu_pool_backward(
+        dpooled.reshape(n, fn, ph, pw), x, pooled.reshape(n, fn, ph, pw),
+        index[:n * D].reshape(n, fn, ph, pw), layout[STRIDE], layout[PAD], layout[POOL],
+        layout[POOL_STRIDE],
+        grads[layout[W1_OFF]:layout[W1_OFF] + fsize].reshape(fn, layout[C], layout[FH],
+                                                             layout[FW]),
+        grads[layout[B1_OFF]:layout[B1_OFF] + fn],
+        _part(arena, off + 2 * n * out_n, fn * _dense_work(layout)).reshape(fn,
+                                                                        _dense_work(layout)))
+    if kind >= 0:
+        optimizer_update(kind, flat, grads, state1, state2, lr, c1, c2, 0.0,
+                         CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
+    return loss
+
+
+@njit(cache=True, nogil=True)
+def convnet_count_correct(x, t, flat, layout, arena, index, hit):
+    """Rows of `x` whose predicted class (the first largest logit) is the label in `t`.
+
+    Arguments as in :func:`convnet_step`; `t` holds integer labels; `hit` is an int64 work
+    buffer of `n` elements.
+    """
+    require_c_contiguous(x, t, flat, layout, arena, index, hit)
+    y = _forward(x, flat, layout, arena, index)
+    b3 = flat[layout[B3_OFF]:layout[B3_OFF] + layout[OUT]]
+    correct_rows(y, b3, t, hit)
+    total = 0
+    for i in range(x.shape[0]):
+        total += hit[i]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def convnet_logits(x, flat, layout, arena, index, out):
+    """The logits of `x` (inference; arguments as in :func:`convnet_step`) into `out`,
+    (n, OUT)."""
+    require_c_contiguous(x, flat, layout, arena, index, out)
+    y = _forward(x, flat, layout, arena, index)
+    b3 = flat[layout[B3_OFF]:layout[B3_OFF] + layout[OUT]]
+    for i in range(x.shape[0]):
+        for j in range(layout[OUT]):
+            out[i, j] = y[i, j] + b3[j]
