@@ -33,34 +33,31 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _number(text, convert, expected, accept, must, show_text=False):
+    """`text` as ``convert(text)`` if `accept` holds for it, else an ArgumentTypeError:
+    "expected <expected>" when it does not convert, "<must>, got ..." when it is refused
+    (showing the converted value, or the text itself with `show_text`)."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"{must}, got {text if show_text else value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(text, int, "a positive integer", lambda v: v >= 1,
+                   "must be a positive integer")
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _number(text, int, "a non-negative integer", lambda v: v >= 0, "must be >= 0")
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+    return _number(text, float, "a positive number", lambda v: v > 0 and np.isfinite(v),
+                   "must be a positive finite number", show_text=True)
 
 
 def _hidden_sizes(text: str):
@@ -82,33 +79,19 @@ def _init(text: str):
     """``he``, ``xavier`` or a positive standard deviation."""
     if text.lower() in ("he", "xavier"):
         return text.lower()
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected he, xavier or a positive number, got {text!r}") from None
-    if not (value > 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected he, xavier or a positive number, got {text}")
-    return value
+    return _number(text, float, "he, xavier or a positive number",
+                   lambda v: v > 0 and np.isfinite(v), "expected he, xavier or a positive number",
+                   show_text=True)
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0 and np.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+    return _number(text, float, "a number >= 0", lambda v: v >= 0 and np.isfinite(v),
+                   "must be a finite number >= 0", show_text=True)
 
 
 def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+    return _number(text, float, "a number in [0, 1)", lambda v: 0 <= v < 1, "must be in [0, 1)",
+                   show_text=True)
 
 
 def _add_data_args(p):
@@ -131,10 +114,15 @@ def _add_train(sub):
     length.add_argument("--epochs", type=_positive_int, metavar="N", help="train N epochs (N * train_size // batch)")
     length.add_argument("--iters", type=_positive_int, metavar="N",
                         help=f"total training steps (default {BOOK['iterations']}; counts steps before --resume)")
-    p.add_argument("--batch-size", type=_positive_int, metavar="B", help=f"mini-batch size (default {BOOK['batch_size']})")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B",
+                   help=f"mini-batch size (default {BOOK['batch_size']})")
     p.add_argument("--hidden", type=_hidden_sizes, metavar="H[,H...]",
                    help=f"hidden units (default {BOOK['hidden']}); a list such as 100,100,100,100 trains "
                         "a MultiLayerNet with one hidden layer each")
+    p.add_argument("--model", choices=("mlp", "convnet"), default=None,
+                   help="convnet: the book's chapter-7 SimpleConvNet (30 filters 5x5, 2x2 max pool, "
+                        "--hidden 100, --init 0.01, Adam lr 0.001); default mlp (the networks above; "
+                        "with --resume, the checkpoint's)")
     p.add_argument("--activation", type=str.lower, choices=ACTIVATION_CHOICES,
                    help="hidden activation of a MultiLayerNet (default relu)")
     p.add_argument("--init", type=_init, metavar="he|xavier|STD",
@@ -142,7 +130,8 @@ def _add_train(sub):
     p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZER_CHOICES,
                    help="optimizer of a MultiLayerNet (default sgd)")
     p.add_argument("--lr", type=_positive_float,
-                   help=f"learning rate (default {BOOK['lr']}; with --optimizer etc. the optimizer's: 0.01, adam 0.001)")
+                   help=f"learning rate (default {BOOK['lr']}; with --optimizer etc. the optimizer's: "
+                        "0.01, adam 0.001)")
     p.add_argument("--weight-decay", type=_nonneg_float, metavar="L", help="L2 weight decay lambda (default 0)")
     p.add_argument("--dropout", type=_ratio, metavar="R",
                    help="Dropout ratio after each hidden activation, in [0, 1) (default 0: none)")
@@ -152,7 +141,12 @@ def _add_train(sub):
     p.add_argument("--seed", type=_nonneg_int, help="seed for weights and mini-batches (default: random, printed)")
     p.add_argument("--threads", type=_positive_int, metavar="T", help="threads for the compiled kernels")
     p.add_argument("--out", metavar="DIR", help="write checkpoint.npz and curves.png here")
-    p.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint written by --out")
+    p.add_argument("--resume", metavar="CKPT",
+                   help="continue from a checkpoint written by --out, exactly as the uninterrupted run; "
+                        "without --out, checkpoints keep going to CKPT")
+    p.add_argument("--eval-every", type=_positive_int, metavar="N",
+                   help="steps between evaluations and checkpoints (default: one epoch; with --resume, "
+                        "the checkpoint's)")
     p.add_argument("--eval-chunk", type=_positive_int, default=10000, metavar="R",
                    help="rows per predict call when measuring accuracy (default 10000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -161,7 +155,8 @@ def _add_train(sub):
 
 def _add_gradcheck(sub):
     p = sub.add_parser("gradcheck", help="compare backprop gradients with numerical ones on real images",
-                       description="The book's gradient check: mean |backprop - numerical| per parameter "
+                       description="The book's gradient check: the mean absolute difference between backprop "
+                                   "and numerical gradients per parameter "
                                    "on a few real images, for a freshly initialised network.")
     _add_data_args(p)
     p.add_argument("--split", choices=("train", "test"), default="test",
@@ -222,8 +217,56 @@ def cmd_bench(args) -> int:
     return 0
 
 
+#: ``fastbp sweep`` options that set a parameter of the search space (dest, metavar).
+_SWEEP_SPACE = (("lr", "SPEC"), ("weight_decay", "SPEC"), ("hidden", "SPEC"), ("activation", "SPEC"),
+                ("init", "SPEC"), ("optimizer", "SPEC"), ("batch_size", "SPEC"), ("dropout", "SPEC"),
+                ("batchnorm", "SPEC"), ("epochs", "SPEC"))
+
+
+def _add_sweep(sub):
+    p = sub.add_parser(
+        "sweep", help="hyperparameter search (random and grid) on a local Ray or a Ray cluster",
+        description="The book's random search (ch06/hyperparameter_optimization.py) and grid search over "
+                    "every training setting, on Ray (pip install 'fastbp[sweep]'). Defaults reproduce the "
+                    "book: 100 trials of a 784-100x6-10 ReLU network, SGD, 50 epochs of batch 100 on the "
+                    "first 500 training images, 20 percent of them held out for validation, lr loguniform:1e-6:1e-2, "
+                    "weight decay loguniform:1e-8:1e-4. A SPEC is a value (0.01, 100x6, adam, true) or "
+                    "uniform:LOW:HIGH, loguniform:LOW:HIGH, choice:A,B,... or grid:A,B,...; hidden sizes are "
+                    "written 100x6 or 100-50. Without --address (or RAY_ADDRESS) a local Ray runs one trial "
+                    "per core.")
+    _add_data_args(p)
+    p.add_argument("--config", metavar="FILE.toml", help="settings and a [space] table from a TOML file "
+                                                          "(options given here override it)")
+    p.add_argument("--trials", type=int, metavar="N",  # checked by fastbp.sweep: one message for CLI and TOML
+                   help="number of trials (default 100, or the grid's size for a grid search)")
+    p.add_argument("--out", metavar="DIR", help="output folder (results.csv, results.jsonl, best20.png, best.npz)")
+    p.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR, skipping its finished trials")
+    p.add_argument("--seed", type=_nonneg_int, help="sweep seed: split and every trial (default: random, printed)")
+    space = p.add_argument_group("search space (each option a SPEC)")
+    for dest, metavar in _SWEEP_SPACE:
+        space.add_argument("--" + dest.replace("_", "-"), dest=dest, metavar=metavar, default=None)
+    p.add_argument("--train-size", type=_positive_int, metavar="N", help="training images kept (default 500)")
+    p.add_argument("--validation-rate", type=_ratio, metavar="R", help="share held out for validation (default 0.2)")
+    p.add_argument("--dtype", choices=DTYPE_CHOICES, help="network dtype (default float32)")
+    p.add_argument("--early-stop", choices=("median",), default=None,
+                   help="stop a trial whose best val acc is below the finished trials' median at that epoch")
+    p.add_argument("--grace-epochs", type=_positive_int, metavar="E",
+                   help="epochs before --early-stop applies (default a quarter of the epochs)")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="a running Ray cluster (default RAY_ADDRESS, else a local Ray on this machine)")
+    p.add_argument("--num-cpus", type=_positive_int, metavar="N", help="CPUs of the local Ray (default all cores)")
+    p.add_argument("--cpus-per-trial", type=_positive_int, metavar="C",
+                   help="CPUs, Numba and BLAS threads per trial (default 1)")
+    p.add_argument("--trials-per-task", type=_positive_int, metavar="K", help="trials per Ray task (default: auto)")
+    p.add_argument("--max-retries", type=_nonneg_int, metavar="R",
+                   help="reruns of a task whose worker died (default 3)")
+    p.add_argument("--top", type=_nonneg_int, default=20, metavar="N", help="rows of the printed table (default 20)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+
 #: Subcommand builders, in help order.
-SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench]
+SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,7 +340,7 @@ def _resolve_train_settings(args):
                 raise UsageError(f"--{opt} {given} conflicts with the checkpoint's {meta[key]}; drop --{opt} to resume")
         settings = ckpt.settings
         for opt, key in _NETWORK_OPTIONS:
-            given, stored = _normalized(key, getattr(args, opt)), _normalized(key, settings[key])
+            given, stored = _normalized(key, getattr(args, opt)), _normalized(key, settings.get(key))
             if given is None or (key == "optimizer" and stored is None):
                 continue  # not given, or a checkpoint saved without an optimizer
             if given != stored:
@@ -319,7 +362,8 @@ def cmd_train(args) -> int:
     from tqdm.auto import tqdm
 
     from .datasets import load_mnist
-    from .train import describe, plot_history, train
+    from .plotting import plot_history
+    from .train import describe, train
 
     ckpt, dataset, dtype = _resolve_train_settings(args)
     _set_threads(args.threads)
@@ -327,6 +371,10 @@ def cmd_train(args) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)  # fail before loading data and training, not after
     ckpt_path = out / "checkpoint.npz" if out else None
+    if ckpt_path is None and args.resume:
+        # Progress made on a resumed run is never thrown away: it goes back to its file.
+        ckpt_path = Path(args.resume)
+        print(f"fastbp train: no --out: checkpoints go to {ckpt_path}, the file resumed from", flush=True)
     data = load_mnist(dataset=dataset, data_dir=args.data_dir, download=not args.no_download)
 
     header = f"{'epoch':>7} {'step':>7} {'loss':>8} {'train acc':>9} {'test acc':>9} {'seconds':>8}"
@@ -365,9 +413,11 @@ def cmd_train(args) -> int:
             batchnorm=args.batchnorm,
             dtype=np.dtype(dtype).type,
             seed=args.seed,
+            model=args.model,
             resume=ckpt,
             checkpoint=ckpt_path,
             checkpoint_meta={"dataset": dataset},
+            eval_every=args.eval_every,
             eval_chunk=args.eval_chunk,
             progress=not args.no_progress,
             on_start=on_start,
@@ -384,8 +434,11 @@ def cmd_train(args) -> int:
           f"{tm['steps_per_second']:.0f} steps/s; "
           f"final test acc {h.test_acc[-1]:.4f}; seed {result.seed}")
     if out:
-        png = plot_history(h, out / "curves.png", title=f"{dataset}: {result.title}, batch {batch_size}")
+        png = plot_history(h, out / "curves.png", title=f"{dataset}: {result.title}, batch {batch_size}",
+                           steps_per_epoch=result.settings.steps_per_epoch)
         print(f"wrote {ckpt_path} and {png}")
+    elif ckpt_path:
+        print(f"wrote {ckpt_path}")
     return 0
 
 
@@ -426,6 +479,77 @@ def cmd_gradcheck(args) -> int:
     else:
         print(f"all within tolerance ({sec:.2f} s)")
     return 1 if bad else 0
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def cmd_sweep(args) -> int:
+    """Run ``fastbp sweep``; exit status 1 if trials were lost to worker failures."""
+    from . import sweep as S
+    from .datasets import load_split
+    from .sweep_space import book_space, parse_spec
+
+    if bool(args.out) == bool(args.resume):
+        raise UsageError("give --out DIR for a new sweep or --resume DIR to continue one (not both)")
+    config = S.read_config(args.config) if args.config else {}
+    if args.resume and args.config:
+        raise UsageError("--config conflicts with --resume, which uses the stored settings; drop --config")
+    given = {dest: getattr(args, dest) for dest, _ in _SWEEP_SPACE if getattr(args, dest) is not None}
+    space = {name: parse_spec(name, spec) for name, spec in given.items()}
+    options = {k: v for k, v in config.items() if k != "space"}
+    for key in ("trials", "seed", "train_size", "validation_rate", "dtype", "early_stop", "grace_epochs",
+                "cpus_per_trial", "trials_per_task", "max_retries", "dataset"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    dataset = options.pop("dataset", None)
+    if args.resume:
+        settings = S.load_settings(args.resume)
+        if space:
+            raise UsageError(f"--{next(iter(space)).replace('_', '-')} conflicts with --resume, which uses the "
+                             f"stored space; drop it")
+        stored_dataset = settings["meta"].get("dataset", BOOK["dataset"])
+        if dataset is not None and dataset != stored_dataset:
+            raise UsageError(f"--dataset {dataset} conflicts with the sweep's {stored_dataset}; drop --dataset")
+        for key in ("train_size", "validation_rate", "dtype", "grace_epochs"):
+            if key in options and options[key] != settings[key]:
+                flag = "--" + key.replace("_", "-")
+                raise UsageError(f"{flag} {options[key]} conflicts with the sweep's {settings[key]}; drop {flag}")
+            options.pop(key, None)
+        dataset, space, out = stored_dataset, None, Path(args.resume)
+    else:
+        space = {**book_space(), **config.get("space", {}), **space}
+        dataset, out = dataset or BOOK["dataset"], Path(args.out)
+    S.require_ray(args.address)  # before loading the data: say which extra to install first
+    x, t = load_split("train", dataset=dataset, data_dir=args.data_dir, download=not args.no_download)
+
+    def on_start(info):
+        where = "a local Ray" if info["address"] == "local" else f"the Ray cluster at {info['address']}"
+        skipped = f", {info['skipped']} finished earlier" if info["skipped"] else ""
+        print(f"fastbp sweep: {dataset}, {info['pending']} trials to run{skipped}, on {where} "
+              f"({info['slots']} at a time, {info['trials_per_task']} per task), seed {info['seed']}", flush=True)
+
+    try:
+        result = S.sweep((x, t), space, out=out, resume=bool(args.resume), address=args.address,
+                         num_cpus=args.num_cpus, progress=not args.no_progress, meta={"dataset": dataset},
+                         on_start=on_start, **options)
+    except KeyboardInterrupt:
+        print(f"fastbp: interrupted; finished trials are in {out / S.RESULTS_FILE}; continue with: "
+              f"fastbp sweep --resume {out}", file=sys.stderr)
+        return 130
+    print(S.format_table(result.results, result.space, limit=args.top or None))
+    best = result.best
+    summary = (f"done: {result.ran} trials in {result.seconds:.1f} s (Ray start included)"
+               + (f", {result.skipped} from before" if result.skipped else "")
+               + (f"; best val acc {best['val_acc']:.4f} (trial {best['trial']})" if best else "")
+               + f"; seed {result.seed}")
+    print(summary)
+    print("wrote " + ", ".join(str(p) for key, p in result.files.items() if key != "settings"))
+    if result.failed:
+        print(f"fastbp: {len(result.failed)} trials failed after retries ({result.failed}); run them with: "
+              f"fastbp sweep --resume {out}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --------------------------------------------------------------------------- entry point

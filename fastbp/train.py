@@ -21,13 +21,26 @@ Two networks: by default the book's chapter-5 :class:`fastbp.TwoLayerNet` with S
     result = train(data, iterations=5000, hidden_size=[100] * 4, optimizer="adam",
                    lr=0.001, batchnorm=True, dropout=0.2, seed=0)
 
-Reproducibility: the weights depend only on ``seed`` (and the data and
-settings). The network is initialised from ``seed`` (as is its Dropout generator),
-and the mini-batch indices of step ``s`` come from a generator seeded with
-``(seed, s // BLOCK)``, so a run resumed from a checkpoint draws exactly the
-batches the uninterrupted run would have drawn, with no generator state to
-save; the checkpoint holds the rest (weights, optimizer state, BatchNorm running
-statistics, Dropout's position).
+The parts of a run, each its own piece: :class:`Settings` (every argument checked, the
+checkpoint's settings merged in, one object), :class:`BatchSource` (the mini-batch of step
+``s``, a function of the seed and ``s`` alone), :class:`Evaluator` (accuracy on the full
+sets), the history (:class:`fastbp.checkpoint.History`, filled by the loop), and the loop
+itself. The loop treats every network alike: ``train_step(x, t, optimizer)``, ``accuracy``
+and ``get_state``/``set_state`` (:class:`fastbp.TwoLayerNet`'s SGD step and four
+parameters are the one special case); a new network class needs a constructor entry in
+:data:`NETWORKS` and a :class:`fastbp.checkpoint.ModelKind`.
+
+Exact resume: the weights depend only on ``seed`` (and the data and settings). The network
+is initialised from ``seed`` (as is its Dropout generator), and the mini-batch indices of
+step ``s`` come from a generator seeded with ``(seed, s // BLOCK)``, so a run resumed from a
+checkpoint draws exactly the batches the uninterrupted run would have drawn, with no
+generator state to save; the checkpoint holds the rest (weights, optimizer state,
+BatchNorm running statistics, Dropout's position, the history). A run that stopped off the
+evaluation period (its last evaluation is its own, not the longer run's) or was stopped
+during an evaluation continues as the uninterrupted run: the resumed call drops that extra
+row, or makes the missing evaluation first. Ctrl-C (SIGINT) is held back while a step's
+update and its record are half done and delivered right after, so a checkpoint written on
+Ctrl-C always holds ``s`` steps with the weights of ``s`` steps.
 """
 
 from __future__ import annotations
@@ -35,21 +48,24 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .kernels.gather import encode_pixels, gather_pixels, pixel_table
 from .checkpoint import (Checkpoint, History, build_multilayer, hyperparameters, is_multilayer,
-                         load_checkpoint, load_params, multilayer_config, run_settings,
-                         save_checkpoint)
+                         load_checkpoint, load_params, model_kind, run_settings, save_checkpoint)
+from .kernels.gather import encode_pixels, gather_pixels, pixel_table
+from .plotting import plot_history
 
-__all__ = ["EpochRecord", "History", "TrainResult", "accuracy", "describe", "plot_history",
-           "train"]
+__all__ = ["BatchSource", "EpochRecord", "Evaluator", "History", "MODEL_CHOICES", "NETWORKS", "Settings",
+           "TrainResult", "accuracy", "describe", "plot_history", "train"]
 
 #: Steps whose batch indices are drawn in one call (one call per step would
 #: cost more than the gather it feeds).
@@ -92,6 +108,8 @@ class TrainResult:
     optimizer : fastbp.optimizers.SGD, Momentum, Nesterov, AdaGrad, RMSprop or Adam
         The optimizer, in its state after the run (``SGD(lr)`` for a two-layer network,
         whose fused step makes that update).
+    settings : Settings
+        The run's settings, defaults and the checkpoint's included.
     """
 
     net: object
@@ -99,6 +117,7 @@ class TrainResult:
     seed: int
     timings: dict = field(default_factory=dict)
     optimizer: object = None
+    settings: "Settings | None" = None
 
     @property
     def title(self) -> str:
@@ -151,13 +170,13 @@ def accuracy(net, x: np.ndarray, t: np.ndarray, *, chunk_size: int = 10000) -> f
 def _fused_count(net, x, labels, chunk_size):
     """A ``count(start, stop)`` of correct rows through the compiled forward pass
     (:func:`fastbp.kernels.network.count_correct`: no per-chunk allocation, bias + argmax
-    fused; a multi-layer network's own compiled ``accuracy``), or None when
-    `net`/`x`/`labels` are not the plain case it handles; the caller then uses
+    fused; the own compiled ``accuracy`` of a network with state: a multi-layer one ...),
+    or None when `net`/`x`/`labels` are not the plain case it handles; the caller then uses
     ``net.predict``, which validates everything."""
     from .kernels.network import count_correct
     from .network import TwoLayerNet
 
-    if is_multilayer(net):
+    if model_kind(net) is not None:
         # net.accuracy checks its arguments and returns correct / rows: undo the division.
         return lambda start, stop: round(net.accuracy(x[start:stop], labels[start:stop])
                                          * (stop - start))
@@ -239,6 +258,13 @@ _CH6_DEFAULTS = dict(activation="relu", weight_init_std="he", weight_decay=0.0, 
                      batchnorm=False, optimizer="SGD", optimizer_param={})
 _INIT_NAMES = {"he": "he", "relu": "he", "xavier": "xavier", "sigmoid": "xavier"}
 
+#: The values of :func:`train`'s ``model``: ``'mlp'`` (chapters 5 and 6, the default: the
+#: network follows from the other settings) and ``'convnet'`` (chapter 7's SimpleConvNet).
+MODEL_CHOICES = ("mlp", "convnet")
+#: Settings of the chapter-7 network, the book's ``ch07/train_convnet.py``.
+_CONVNET_DEFAULTS = dict(network="SimpleConvNet", hidden_size=[100], activation="relu", weight_init_std=0.01,
+                         weight_decay=0.0, dropout=0.0, batchnorm=False, optimizer="Adam", optimizer_param={})
+
 
 def _check_real(name, value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -247,13 +273,17 @@ def _check_real(name, value):
 
 
 def _checked_options(hidden_size, activation, weight_init_std, optimizer, optimizer_param,
-                     weight_decay, dropout, batchnorm):
+                     weight_decay, dropout, batchnorm, model=None):
     """``(given, listed)``: the network and optimizer settings that are not None, checked
     and normalised (hidden sizes as a list, optimizer as its class name, init as 'he',
-    'xavier' or a float), and whether ``hidden_size`` was a sequence."""
+    'xavier' or a float, model as a class name), and whether ``hidden_size`` was a sequence."""
     from .trainer import OPTIMIZERS
 
     given = {}
+    if model is not None:
+        if model not in MODEL_CHOICES:
+            raise ValueError(f"model must be one of {', '.join(map(repr, MODEL_CHOICES))}, got {model!r}")
+        given["model"] = model
     listed = isinstance(hidden_size, Sequence) and not isinstance(hidden_size, str)
     if listed:
         given["hidden_size"] = [_check_int(f"hidden_size[{i}]", h) for i, h in enumerate(hidden_size)]
@@ -309,9 +339,10 @@ def _checked_options(hidden_size, activation, weight_init_std, optimizer, optimi
 
 def _settings_of(net) -> dict:
     """``net``'s network settings in the form of :func:`fastbp.checkpoint.run_settings`
-    (optimizer None for a multi-layer network: it carries none)."""
-    if is_multilayer(net):
-        return run_settings({**multilayer_config(net), "optimizer": None})
+    (optimizer None for a network with state: it carries none)."""
+    kind = model_kind(net)
+    if kind is not None:
+        return run_settings({**kind.config(net), "network": kind.name, "optimizer": None})
     return run_settings({"hidden_size": int(net.params["W1"].shape[1])})
 
 
@@ -330,8 +361,7 @@ def _default_param(optimizer, name):
 
 def _network_spec(ckpt, net, given, listed) -> dict:
     """What to train: the settings `given` (see :func:`_checked_options`) merged with the
-    ones the checkpoint or `net` fixes, as :func:`fastbp.checkpoint.run_settings` plus
-    ``multilayer`` (bool).
+    ones the checkpoint or `net` fixes, as :func:`fastbp.checkpoint.run_settings`.
 
     Without either, the book's chapter-5 TwoLayerNet (hidden 50, SGD) unless hidden sizes
     were listed or a chapter-6 setting was given. A given setting that differs from the
@@ -339,23 +369,30 @@ def _network_spec(ckpt, net, given, listed) -> dict:
     """
     if ckpt is not None and net is not None:
         own, stored = _settings_of(net), ckpt.settings
-        for key in ("network", "hidden_size", "activation", "weight_decay", "dropout", "batchnorm"):
-            if own[key] != stored[key]:
+        for key in [k for k in own if k not in ("weight_init_std", "optimizer", "optimizer_param")]:
+            if own[key] != stored.get(key):
                 raise ValueError(f"net is not the checkpoint's network: its {key} is {own[key]!r}, the "
-                                 f"checkpoint's {stored[key]!r}; pass a matching net or none")
+                                 f"checkpoint's {stored.get(key)!r}; pass a matching net or none")
     if ckpt is not None:
         fixed, source = ckpt.settings, "the checkpoint's"
     elif net is not None:
         fixed, source = _settings_of(net), "net's"
+    elif given.get("model") == "convnet":
+        return _convnet_spec(given)
     else:
+        given.pop("model", None)
         multilayer = listed or any(key != "hidden_size" for key in given)
-        spec = {"hidden_size": [50], **_CH6_DEFAULTS, **given, "multilayer": multilayer}
+        spec = {"hidden_size": [50], **_CH6_DEFAULTS, **given}
         if not multilayer:
             spec["weight_init_std"] = None  # TwoLayerNet's own (the book's 0.01)
         spec["network"] = ("TwoLayerNet" if not multilayer else "MultiLayerNetExtend"
                            if spec["dropout"] or spec["batchnorm"] else "MultiLayerNet")
         return spec
-    # A multi-layer net, or a checkpoint saved without an optimizer, leaves it to `given`.
+    model = given.pop("model", None)
+    if model is not None and (model == "convnet") != (fixed["network"] == "SimpleConvNet"):
+        raise ValueError(f"model={model!r} conflicts with {source} {fixed['network']}; leave model "
+                         f"unset to continue with {source} network")
+    # A net with state, or a checkpoint saved without an optimizer, leaves it to `given`.
     free = fixed["optimizer"] is None
     for key, value in given.items():
         if free and key in ("optimizer", "optimizer_param"):
@@ -366,15 +403,31 @@ def _network_spec(ckpt, net, given, listed) -> dict:
                 if have != v:
                     raise ValueError(f"optimizer_param[{name!r}]={v!r} conflicts with {source} {have!r}; "
                                      f"leave it unset to continue with {source} settings")
-        elif not _same(key, value, fixed[key]):
-            raise ValueError(f"{key}={value!r} conflicts with {source} {fixed[key]!r} (a {fixed['network']}"
+        elif not _same(key, value, fixed.get(key)):
+            raise ValueError(f"{key}={value!r} conflicts with {source} {fixed.get(key)!r} (a {fixed['network']}"
                              f"{' with ' + fixed['optimizer'] if fixed['optimizer'] else ''}); leave "
                              f"{key} unset to continue with {source} settings")
-    spec = dict(fixed, multilayer=fixed["network"] != "TwoLayerNet")
+    spec = dict(fixed)
     if free:
-        spec["optimizer"] = given.get("optimizer", "SGD")
+        spec["optimizer"] = given.get("optimizer", "Adam" if fixed["network"] == "SimpleConvNet" else "SGD")
         spec["optimizer_param"] = given.get("optimizer_param", {})
     return spec
+
+
+def _convnet_spec(given):
+    """The settings of a new :class:`fastbp.convnet.SimpleConvNet`: the book's (filters
+    30 x 5x5, hidden 100, init 0.01, Adam) with `given`'s hidden size, init and optimizer."""
+    for key in ("activation", "weight_decay", "dropout", "batchnorm"):
+        if key in given:
+            raise ValueError(f"{key} is not a setting of model='convnet' (the book's SimpleConvNet); "
+                             f"leave it unset")
+    if len(given.get("hidden_size", [100])) != 1:
+        raise ValueError(f"model='convnet' has one hidden layer: pass hidden_size as an int, got "
+                         f"{given['hidden_size']}")
+    if isinstance(given.get("weight_init_std"), str):
+        raise ValueError("model='convnet' takes weight_init_std as a number (the book's 0.01), got "
+                         f"{given['weight_init_std']!r}")
+    return {**_CONVNET_DEFAULTS, **{k: v for k, v in given.items() if k != "model"}}
 
 
 def _default_lr(lr, ckpt, spec):
@@ -386,7 +439,7 @@ def _default_lr(lr, ckpt, spec):
         saved = ckpt.meta.get("lr", (ckpt.meta.get("optimizer_param") or {}).get("lr"))
         if saved is not None:
             return saved
-    return _default_param(spec["optimizer"], "lr") if spec["multilayer"] else 0.1
+    return 0.1 if spec["network"] == "TwoLayerNet" else _default_param(spec["optimizer"], "lr")
 
 
 def _check_lr(lr) -> float:
@@ -407,17 +460,169 @@ def _check_dtype(dtype) -> np.dtype:
     return dtype
 
 
-def _new_network(spec, input_size, output_size, dtype, seed):
-    if not spec["multilayer"]:
-        from .network import TwoLayerNet
+def _check_meta(checkpoint_meta) -> dict:
+    from .checkpoint import RESERVED, RUN_SETTINGS
 
-        return TwoLayerNet(input_size, spec["hidden_size"][0], output_size, dtype=dtype.type, seed=seed)
+    meta = dict(checkpoint_meta or {})
+    clash = sorted(set(meta) & (set(RESERVED) | set(RUN_SETTINGS)))
+    if clash:
+        raise ValueError(f"checkpoint_meta may not set {', '.join(clash)}: train() records them itself")
+    return meta
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs to know, checked, in one object (see :func:`train` for each
+    argument); :meth:`resolve` builds it from :func:`train`'s arguments.
+
+    Attributes
+    ----------
+    network : dict
+        The network and optimizer settings in the form of
+        :func:`fastbp.checkpoint.run_settings` (``network`` is the class name).
+    lr : float
+    batch_size : int
+    iterations : int
+        Total steps, counting those of a resumed checkpoint.
+    steps_per_epoch : int
+        ``max(N // batch_size, 1)`` for N training rows.
+    eval_every : int
+        Steps between evaluations (``steps_per_epoch`` unless given); the last step is
+        evaluated too.
+    seed : int
+    dtype : numpy.dtype
+        The network's and the data's dtype.
+    eval_chunk : int
+    checkpoint : pathlib.Path or None
+        Where checkpoints are written.
+    meta : dict
+        What a checkpoint stores besides the network, optimizer and history: the caller's
+        ``checkpoint_meta`` and ``seed``, ``batch_size``, ``lr``, ``iterations`` (and
+        ``eval_every`` when it was given).
+    """
+
+    network: dict
+    lr: float
+    batch_size: int
+    iterations: int
+    steps_per_epoch: int
+    eval_every: int
+    seed: int
+    dtype: np.dtype
+    eval_chunk: int
+    checkpoint: Path | None
+    meta: dict
+
+    @classmethod
+    def resolve(cls, n_train: int, *, ckpt: Checkpoint | None = None, net=None, iterations: int | None = None,
+                epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                eval_every: int | None = None, seed: int | None = None, dtype=np.float32, eval_chunk: int = 10000,
+                checkpoint: str | os.PathLike | None = None, checkpoint_meta: dict | None = None,
+                **network) -> "Settings":
+        """Check :func:`train`'s arguments and merge them with the checkpoint's (`ckpt`) or
+        the network's (`net`) settings.
+
+        Parameters
+        ----------
+        n_train : int
+            Rows of the training set (for ``epochs`` and the evaluation period).
+        ckpt : Checkpoint, optional
+            A run to resume: settings left as None continue it.
+        net : network, optional
+            A network to train: its settings are fixed.
+        **network
+            ``hidden_size``, ``activation``, ``weight_init_std``, ``optimizer``,
+            ``optimizer_param``, ``weight_decay``, ``dropout``, ``batchnorm``.
+
+        Returns
+        -------
+        Settings
+
+        Raises
+        ------
+        TypeError, ValueError
+            The message names the argument (and the checkpoint's or network's value it
+            conflicts with).
+        """
+        # Unset settings continue the checkpoint's run, else the book's.
+        saved = ckpt.meta if ckpt is not None else {}
+        batch_size = _check_int("batch_size", saved.get("batch_size", 100) if batch_size is None else batch_size)
+        eval_chunk = _check_int("eval_chunk", eval_chunk)
+        given, listed = _checked_options(**network)
+        spec = _network_spec(ckpt, net, given, listed)
+        lr = _check_lr(_default_lr(lr, ckpt, spec))
+        if iterations is not None and epochs is not None:
+            raise ValueError("pass iterations or epochs, not both")
+        meta = _check_meta(checkpoint_meta)
+        if ckpt is not None:
+            # A checkpoint written by train() has its seed; one saved by hand may not: then
+            # `seed` (or a fresh one) draws the batches from here on.
+            seed = saved.get("seed", seed)
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        seed = _check_int("seed", seed, minimum=0)
+        if ckpt is not None:
+            dtype = np.dtype(saved["dtype"])
+        elif net is not None:
+            dtype = np.dtype(net.params[next(iter(net.params))].dtype)
+        else:
+            dtype = _check_dtype(dtype)
+        steps_per_epoch = max(n_train // batch_size, 1)
+        if epochs is not None:
+            iterations = _check_int("epochs", epochs) * steps_per_epoch
+        elif iterations is None:
+            # Resuming without a target finishes the interrupted run.
+            iterations = saved.get("iterations", 10000)
+        iterations = _check_int("iterations", iterations)
+        meta.update(seed=seed, batch_size=batch_size, lr=lr, iterations=iterations)
+        # Stored only when chosen: by default a resumed run evaluates once per epoch of its
+        # own batch size.
+        eval_every = saved.get("eval_every") if eval_every is None else eval_every
+        if eval_every is not None:
+            meta["eval_every"] = eval_every = _check_int("eval_every", eval_every)
+        else:
+            eval_every = steps_per_epoch
+        return cls(network=spec, lr=lr, batch_size=batch_size, iterations=iterations,
+                   steps_per_epoch=steps_per_epoch, eval_every=eval_every, seed=seed, dtype=dtype,
+                   eval_chunk=eval_chunk, checkpoint=None if checkpoint is None else Path(checkpoint),
+                   meta=meta)
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _new_two_layer(spec, input_size, output_size, dtype, seed):
+    from .network import TwoLayerNet
+
+    return TwoLayerNet(input_size, spec["hidden_size"][0], output_size, dtype=dtype.type, seed=seed)
+
+
+def _new_multilayer(spec, input_size, output_size, dtype, seed):
     return build_multilayer({
         "network": spec["network"], "input_size": input_size, "hidden_size": spec["hidden_size"],
         "output_size": output_size, "dtype": dtype.name, "activation": spec["activation"],
         "weight_init_std": spec["weight_init_std"], "weight_decay_lambda": spec["weight_decay"],
         "use_dropout": spec["dropout"] > 0, "dropout_ratio": spec["dropout"] or 0.5,
         "use_batchnorm": spec["batchnorm"], "net_seed": seed})
+
+
+def _new_convnet(spec, input_size, output_size, dtype, seed):
+    from .convnet import SimpleConvNet
+
+    side = math.isqrt(input_size)
+    if side * side != input_size:
+        raise ValueError(f"model='convnet' trains on square one-channel images given as flat rows "
+                         f"(N, H*W); got {input_size} features per row")
+    return SimpleConvNet((1, side, side), hidden_size=spec["hidden_size"][0], output_size=output_size,
+                         weight_init_std=spec["weight_init_std"], dtype=dtype.type, seed=seed)
+
+
+#: How :func:`train` builds a new network of each class: ``NETWORKS[name](settings,
+#: input_size, output_size, dtype, seed)``, where `settings` is :attr:`Settings.network`.
+#: Every class but ``TwoLayerNet`` must have ``train_step(x, t, optimizer)``, ``accuracy(x,
+#: t)`` and ``get_state``/``set_state``, and a :class:`fastbp.checkpoint.ModelKind`.
+NETWORKS = {"TwoLayerNet": _new_two_layer, "MultiLayerNet": _new_multilayer,
+            "MultiLayerNetExtend": _new_multilayer, "SimpleConvNet": _new_convnet}
 
 
 def _new_optimizer(spec, lr, ckpt):
@@ -429,13 +634,18 @@ def _new_optimizer(spec, lr, ckpt):
     return make_optimizer(spec["optimizer"], {**spec["optimizer_param"], "lr": lr})
 
 
+def _io_sizes(net):
+    """``(input features, outputs)`` of `net`."""
+    if hasattr(net, "input_dim") and hasattr(net, "output_size"):  # images, given as flat rows
+        return int(np.prod(net.input_dim)), int(net.output_size)
+    if hasattr(net, "input_size") and hasattr(net, "output_size"):
+        return int(net.input_size), int(net.output_size)
+    return net.params["W1"].shape[0], net.params["W2"].shape[1]
+
+
 def _check_fit(net, x_train, t_train, x_test, t_test) -> None:
     """Check that the data fit `net` (features, label range or one-hot width)."""
-    if is_multilayer(net):
-        input_size, output_size = net.input_size, net.output_size
-    else:
-        input_size = net.params["W1"].shape[0]
-        output_size = net.params["W2"].shape[1]
+    input_size, output_size = _io_sizes(net)
     if x_train.shape[1] != input_size:
         raise ValueError(f"x_train has {x_train.shape[1]} features, the network expects {input_size}")
     if x_test is not None and x_test.shape[1] != input_size:
@@ -449,100 +659,31 @@ def _check_fit(net, x_train, t_train, x_test, t_test) -> None:
             raise ValueError(f"{name} one-hot rows have {t.shape[1]} columns, the network has {output_size} outputs")
 
 
-def _check_meta(checkpoint_meta) -> dict:
-    from .checkpoint import RESERVED
-
-    meta = dict(checkpoint_meta or {})
-    clash = sorted(set(meta) & set(RESERVED) | set(meta) & {"seed", "batch_size", "lr", "iterations"})
-    if clash:
-        raise ValueError(f"checkpoint_meta may not set {', '.join(clash)}: train() records them itself")
-    return meta
-
-
-# --------------------------------------------------------------------------- the loop's parts
-
-
-class _Batches:
-    """The mini-batch of step ``s``: indices from the generator of block ``s // BLOCK``
-    (:func:`_batch_block`), rows gathered into two buffers reused every step (from a uint8
-    copy of the images when they are 8-bit pixels, see :func:`_pixel_copy`)."""
-
-    def __init__(self, x, t, seed, batch_size):
-        n = x.shape[0]
-        self._source, self._labels, self._seed, self._n = x, t, seed, n
-        self.x = np.empty((batch_size, x.shape[1]), dtype=x.dtype)
-        self.t = np.empty((batch_size,) + t.shape[1:], dtype=t.dtype)
-        # A valid batch before the first fill, for the warm-up.
-        np.take(x, np.arange(batch_size) % n, axis=0, out=self.x)
-        np.take(t, np.arange(batch_size) % n, axis=0, out=self.t)
-        self._pixels, self._divisor = _pixel_copy(x)
-        self._block_id, self._block = -1, None
-
-    def fill(self, s):
-        """Gather step `s`'s rows into :attr:`x` and :attr:`t`; return them."""
-        if s // BLOCK != self._block_id:
-            self._block_id = s // BLOCK
-            self._block = _batch_block(self._seed, self._block_id, self._n, self.x.shape[0])
-        rows = self._block[s % BLOCK]
-        if self._pixels is not None:
-            gather_pixels(self._pixels, rows, self._divisor, self.x)
+def _prepare(settings, data, ckpt, net):
+    """``(net, optimizer, history)`` ready to train: restored from `ckpt`, or `net`, or new."""
+    (x_train, t_train), (x_test, t_test) = data
+    spec = settings.network
+    history = ckpt.history.copy() if ckpt is not None else History()
+    if ckpt is not None:
+        if net is None:
+            net = ckpt.make_net()
+        elif model_kind(net) is not None:
+            net.set_state(ckpt.net_state)
         else:
-            # mode="clip": with out= and the default mode="raise", NumPy gathers into a
-            # hidden temporary and copies it (2-3x slower); the indices are in range by
-            # construction, so clipping never changes them.
-            np.take(self._source, rows, axis=0, out=self.x, mode="clip")
-        np.take(self._labels, rows, axis=0, out=self.t, mode="clip")
-        return self.x, self.t
+            load_params(net, ckpt.params)
+    if net is None:
+        # Labels 0..9 (or one-hot width) give the output size; at least 10 for int labels
+        # so that a subset missing the top classes still builds the book's network.
+        n_out = t_train.shape[1] if t_train.ndim == 2 else max(int(t_train.max(initial=0)) + 1, 10)
+        net = NETWORKS[spec["network"]](spec, x_train.shape[1], n_out, settings.dtype, settings.seed)
+    _check_fit(net, x_train, t_train, x_test, t_test)
+    return net, _new_optimizer(spec, settings.lr, ckpt), history
 
 
-class _Recorder:
-    """The losses of this call's steps, in a preallocated array moved into ``history`` at
-    each evaluation (and on Ctrl-C), and one :class:`EpochRecord` per evaluation."""
-
-    def __init__(self, history, start, iterations):
-        self.history, self.start = history, start
-        self.losses = np.empty(iterations - start, dtype=np.float64)
-        self.flushed = self.done = start
-
-    def add(self, s, loss):
-        self.losses[s - self.start] = loss
-        self.done = s + 1
-
-    def flush(self):
-        """Move the recorded losses into ``history.step_loss``, so that its step count
-        matches the network's."""
-        self.history.step_loss.extend(self.losses[self.flushed - self.start:self.done - self.start].tolist())
-        self.flushed = self.done
-
-    def evaluation(self, iter_per_epoch, train_acc, test_acc, seconds) -> EpochRecord:
-        self.flush()
-        h, done = self.history, self.done
-        # The period since the previous evaluation, which may have begun before a resume
-        # from a checkpoint written on Ctrl-C.
-        first = h.epoch_step[-1] if h.epoch_step else 0
-        rec = EpochRecord(epoch=done / iter_per_epoch, step=done, loss=float(np.mean(h.step_loss[first:done])),
-                          train_acc=train_acc, test_acc=test_acc, seconds=seconds)
-        h.epoch_step.append(rec.step)
-        h.epoch_loss.append(rec.loss)
-        h.train_acc.append(rec.train_acc)
-        h.test_acc.append(rec.test_acc)
-        h.epoch_seconds.append(rec.seconds)
-        return rec
-
-
-def _evaluator(x_train, t_train, x_test, t_test, chunk):
-    """``evaluate(net) -> (train_acc, test_acc)`` on the full sets (test NaN without one)."""
-    def evaluate(net):
-        train_acc = accuracy(net, x_train, t_train, chunk_size=chunk)
-        test_acc = accuracy(net, x_test, t_test, chunk_size=chunk) if x_test is not None else math.nan
-        return train_acc, test_acc
-    return evaluate
-
-
-def _step_function(net, optimizer, lr):
-    """``step(x, t) -> loss``: the network's fused step with `optimizer` (multi-layer) or
-    with SGD at `lr` (two-layer)."""
-    if is_multilayer(net):
+def _stepper(net, optimizer, lr):
+    """``step(x, t) -> loss``: the network's fused step with `optimizer`, or for a network
+    without state (:class:`fastbp.TwoLayerNet`) its fused SGD step at `lr`."""
+    if model_kind(net) is not None:
         return lambda x, t: net.train_step(x, t, optimizer)
     return lambda x, t: net.train_step(x, t, lr)
 
@@ -551,8 +692,9 @@ def _warm_up(net, optimizer, xb, tb, x_eval) -> float:
     """Compile the kernels on a throwaway copy of `net`'s configuration (and a fresh
     optimizer of `optimizer`'s class); return the seconds it took."""
     t0 = time.perf_counter()
-    if is_multilayer(net):
-        scratch = build_multilayer({**multilayer_config(net), "net_seed": 0})
+    kind = model_kind(net)
+    if kind is not None:
+        scratch = kind.build(kind.config(net))
         scratch.train_step(xb, tb, type(optimizer)(**hyperparameters(optimizer)))
     else:
         from .network import TwoLayerNet
@@ -566,10 +708,290 @@ def _warm_up(net, optimizer, xb, tb, x_eval) -> float:
     return time.perf_counter() - t0
 
 
+# --------------------------------------------------------------------------- batch source
+
+
+class BatchSource:
+    """The deterministic mini-batch sequence: the rows of step ``s`` are a function of
+    ``seed`` and ``s`` alone, so a resumed run draws the batches of the uninterrupted one.
+
+    The indices of steps ``s`` with the same ``s // BLOCK`` come from one generator seeded
+    with ``(seed, s // BLOCK)``, drawn with replacement like the book's
+    ``np.random.choice``; the rows are gathered into two buffers reused every step (from a
+    uint8 copy of the images when they are 8-bit pixels, see :func:`_pixel_copy`: the same
+    values bit for bit, a quarter of the bytes).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N, D), C-contiguous
+        Training images in the network's dtype.
+    t : numpy.ndarray, shape (N,) int64 or (N, C)
+        Labels or one-hot rows.
+    seed : int
+    batch_size : int
+
+    Attributes
+    ----------
+    x, t : numpy.ndarray
+        The buffers :meth:`fill` writes: ``(batch_size, D)`` and ``(batch_size,)`` or
+        ``(batch_size, C)``. Before the first fill they hold rows ``0, 1, ...`` (a valid
+        batch, for compiling).
+    """
+
+    def __init__(self, x, t, seed, batch_size):
+        n = x.shape[0]
+        self._source, self._labels, self._seed, self._n = x, t, seed, n
+        self.x = np.empty((batch_size, x.shape[1]), dtype=x.dtype)
+        self.t = np.empty((batch_size,) + t.shape[1:], dtype=t.dtype)
+        np.take(x, np.arange(batch_size) % n, axis=0, out=self.x)
+        np.take(t, np.arange(batch_size) % n, axis=0, out=self.t)
+        self._pixels, self._divisor = _pixel_copy(x)
+        self._block_id, self._block = -1, None
+
+    def indices(self, s: int) -> np.ndarray:
+        """The row numbers of step `s`'s mini-batch (a view: copy it to keep it)."""
+        if s // BLOCK != self._block_id:
+            self._block_id = s // BLOCK
+            self._block = _batch_block(self._seed, self._block_id, self._n, self.x.shape[0])
+        return self._block[s % BLOCK]
+
+    def fill(self, s: int):
+        """Gather step `s`'s rows into :attr:`x` and :attr:`t`; return ``(x, t)``."""
+        rows = self.indices(s)
+        if self._pixels is not None:
+            gather_pixels(self._pixels, rows, self._divisor, self.x)
+        else:
+            # mode="clip": with out= and the default mode="raise", NumPy gathers into a
+            # hidden temporary and copies it (2-3x slower); the indices are in range by
+            # construction, so clipping never changes them.
+            np.take(self._source, rows, axis=0, out=self.x, mode="clip")
+        np.take(self._labels, rows, axis=0, out=self.t, mode="clip")
+        return self.x, self.t
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class Evaluator:
+    """Accuracy of a network on the full training and test sets.
+
+    Parameters
+    ----------
+    x_train, t_train : numpy.ndarray
+    x_test, t_test : numpy.ndarray or None
+        Without a test set, the test accuracy is NaN.
+    chunk : int
+        Rows per compiled forward call (see :func:`accuracy`).
+    """
+
+    def __init__(self, x_train, t_train, x_test, t_test, chunk):
+        self.x_train, self.t_train, self.x_test, self.t_test, self.chunk = x_train, t_train, x_test, t_test, chunk
+
+    def __call__(self, net):
+        """``(train_acc, test_acc)`` of `net`."""
+        train_acc = accuracy(net, self.x_train, self.t_train, chunk_size=self.chunk)
+        if self.x_test is None:
+            return train_acc, math.nan
+        return train_acc, accuracy(net, self.x_test, self.t_test, chunk_size=self.chunk)
+
+
+# --------------------------------------------------------------------------- history
+
+
+class _Recorder:
+    """Fills a :class:`History` as the loop runs: the losses of this call's steps in a
+    preallocated array, moved into ``history.step_loss`` at each evaluation (and on
+    Ctrl-C), and one row per evaluation.
+
+    A resumed history is first made the uninterrupted run's: an evaluation that the earlier
+    call made only because it ended there (its last step, off the evaluation period) is
+    dropped, and an evaluation that an interrupt cut short is :attr:`pending` (made before
+    the first step).
+    """
+
+    def __init__(self, history, settings):
+        self.history, self.iterations = history, settings.iterations
+        self.eval_every, self.steps_per_epoch = settings.eval_every, settings.steps_per_epoch
+        self.start = start = history.steps
+        h = history
+        if h.epoch_step and h.epoch_step[-1] == start and not self.due(start):
+            for column in (h.epoch_step, h.epoch_loss, h.train_acc, h.test_acc, h.epoch_seconds):
+                column.pop()
+        self.pending = start > 0 and self.due(start) and not (h.epoch_step and h.epoch_step[-1] == start)
+        if start > self.iterations or (start == self.iterations and not self.pending):
+            raise ValueError(
+                f"the checkpoint already has {start} steps and iterations={self.iterations}; "
+                "pass a larger iterations (CLI: --iters/--epochs) to train further")
+        self.losses = np.empty(self.iterations - start, dtype=np.float64)
+        self.flushed = self.done = start
+
+    def due(self, done) -> bool:
+        """Whether the run evaluates after `done` steps."""
+        return done % self.eval_every == 0 or done == self.iterations
+
+    def add(self, s, loss):
+        self.losses[s - self.start] = loss
+        self.done = s + 1
+
+    def flush(self):
+        """Move the recorded losses into ``history.step_loss``, so that its step count
+        matches the network's."""
+        self.history.step_loss.extend(self.losses[self.flushed - self.start:self.done - self.start].tolist())
+        self.flushed = self.done
+
+    def evaluation(self, train_acc, test_acc, seconds) -> EpochRecord:
+        """Append the row of an evaluation after :attr:`done` steps; return it."""
+        self.flush()
+        h, done = self.history, self.done
+        # The period since the previous evaluation, which may have begun before a resume.
+        first = h.epoch_step[-1] if h.epoch_step else 0
+        rec = EpochRecord(epoch=done / self.steps_per_epoch, step=done,
+                          loss=float(np.mean(h.step_loss[first:done])),
+                          train_acc=train_acc, test_acc=test_acc, seconds=seconds)
+        h.epoch_step.append(rec.step)
+        h.epoch_loss.append(rec.loss)
+        h.train_acc.append(rec.train_acc)
+        h.test_acc.append(rec.test_acc)
+        h.epoch_seconds.append(rec.seconds)
+        return rec
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _HeldInterrupt:
+    """Holds Ctrl-C back while :attr:`hold` is set, and delivers it when :meth:`release`
+    clears it.
+
+    A SIGINT's KeyboardInterrupt is raised between two Python bytecodes, wherever the main
+    thread is. Between a step's compiled update and the loop's record of it (and inside
+    ``train_step``, between the kernel's return and the network's and optimizer's step
+    counters) that would save a checkpoint whose step count, Dropout position or Adam
+    iteration disagrees with its weights. While held, the handler only notes the signal;
+    the previous handler (Python's, which raises KeyboardInterrupt) runs at the release,
+    where the state is whole. Installed only in the main thread (the only one that
+    receives signals) and over a Python-level handler; otherwise nothing changes.
+    """
+
+    def __init__(self):
+        self.hold = False
+        self._held = None
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if callable(previous):
+                self._previous = previous
+                signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        self.hold = False
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def _handle(self, signum, frame):
+        if self.hold:
+            self._held = (signum, frame)
+        else:
+            self._previous(signum, frame)
+
+    def release(self):
+        """Stop holding; deliver a held signal now."""
+        self.hold = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._previous(*held)
+
+
+class _Saver:
+    """Writes the run's checkpoint (when a path was given) and remembers its step."""
+
+    def __init__(self, settings, net, optimizer, history):
+        self.path, self.meta = settings.checkpoint, settings.meta
+        self.net, self.history = net, history
+        self.optimizer = optimizer if model_kind(net) is not None else None
+        self.saved_at = None
+
+    def __call__(self):
+        if self.path is not None:
+            save_checkpoint(self.path, self.net, self.history, optimizer=self.optimizer, **self.meta)
+            self.saved_at = self.history.steps
+
+
 def _diverged(step, loss, saved_at) -> FloatingPointError:
     kept = f"; the checkpoint of step {saved_at} is kept" if saved_at is not None else ""
     return FloatingPointError(f"training diverged at step {step}: the mini-batch loss is {loss}{kept}; "
                               "lower the learning rate, or check the data for NaN/inf")
+
+
+def _run(settings, net, optimizer, recorder, batches, evaluate, on_epoch, progress) -> dict:
+    """The training loop: steps ``recorder.start`` to ``settings.iterations``, evaluating,
+    saving and calling `on_epoch` when due; on Ctrl-C, saves what is done and re-raises.
+    Returns the timings of :attr:`TrainResult.timings` (``compile`` excepted)."""
+    step = _stepper(net, optimizer, settings.lr)
+    save = _Saver(settings, net, optimizer, recorder.history)
+    start, iterations = recorder.start, settings.iterations
+    gather_s = step_s = eval_s = 0.0
+    t_start = t_epoch = time.perf_counter()
+    bar = tqdm(total=iterations, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
+               mininterval=0.25)
+
+    def evaluation():
+        nonlocal eval_s, t_epoch
+        te = time.perf_counter()
+        train_acc, test_acc = evaluate(net)
+        now = time.perf_counter()
+        eval_s += now - te
+        guard.hold = True  # the row's five columns are appended together
+        rec = recorder.evaluation(train_acc, test_acc, now - t_epoch)
+        guard.release()
+        t_epoch = now
+        bar.update(rec.step - bar.n)
+        bar.set_postfix(loss=f"{rec.loss:.3f}", test_acc=f"{test_acc:.4f}", refresh=False)
+        save()
+        if on_epoch is not None:
+            on_epoch(rec)
+
+    with _HeldInterrupt() as guard:
+        try:
+            if recorder.pending:
+                evaluation()
+            for s in range(start, iterations):
+                t0 = time.perf_counter()
+                xb, tb = batches.fill(s)
+                t1 = time.perf_counter()
+                guard.hold = True
+                loss = step(xb, tb)
+                if not math.isfinite(loss):
+                    raise _diverged(s + 1, loss, save.saved_at)
+                recorder.add(s, loss)
+                guard.release()
+                t2 = time.perf_counter()
+                gather_s += t1 - t0
+                step_s += t2 - t1
+                done = s + 1
+                if done % 64 == 0:
+                    bar.update(done - bar.n)
+                if recorder.due(done):
+                    evaluation()
+        except KeyboardInterrupt:
+            # Keep the finished steps: losses not yet moved into the history go in now, so
+            # the checkpoint's step count matches its weights.
+            guard.hold = True
+            recorder.flush()
+            save()
+            raise
+        finally:
+            bar.close()
+    total = time.perf_counter() - t_start
+    steps = recorder.done - start
+    loop = total - eval_s
+    return dict(total=total, gather=gather_s, step=step_s, eval=eval_s, steps=steps,
+                steps_per_second=steps / loop if loop > 0 else math.inf)
 
 
 # --------------------------------------------------------------------------- train
@@ -592,6 +1014,8 @@ def train(
     batchnorm: bool | None = None,
     dtype=np.float32,
     seed: int | None = None,
+    model: str | None = None,
+    eval_every: int | None = None,
     net=None,
     resume: str | os.PathLike | Checkpoint | None = None,
     checkpoint: str | os.PathLike | None = None,
@@ -657,14 +1081,27 @@ def train(
         Seeds the initial weights, Dropout's generator and the mini-batches. ``None`` draws
         one (stored in the result). With ``resume``, the checkpoint's seed is used (if it
         has one: a checkpoint saved by hand with ``save_checkpoint`` may not).
+    model : {'mlp', 'convnet'}, optional
+        ``'convnet'`` trains the book's chapter-7 :class:`fastbp.convnet.SimpleConvNet`
+        (30 filters 5x5, 2x2 max-pooling, ``hidden_size`` units, default 100; init
+        ``weight_init_std`` 0.01; Adam) on square one-channel images given as flat rows;
+        ``activation``, ``weight_decay``, ``dropout`` and ``batchnorm`` do not apply.
+        Default ``'mlp'``: the two-layer or multi-layer network the other settings name.
+    eval_every : int, optional
+        Steps between evaluations (and checkpoints): default once per epoch
+        (``max(N // batch_size, 1)`` steps), or the checkpoint's with ``resume``. The last
+        step is evaluated too.
     net : TwoLayerNet, MultiLayerNet or MultiLayerNetExtend, optional
         Train this network instead of a new one (its weights are updated in place).
     resume : path or Checkpoint, optional
         Continue from a checkpoint: network (weights and state), optimizer state, history
-        and seed are restored and training runs until ``iterations`` steps in total.
+        and seed are restored and training runs until ``iterations`` steps in total,
+        exactly as the uninterrupted run would have (same batches, evaluations and
+        history), wherever the earlier call stopped.
     checkpoint : path, optional
         Write a checkpoint here after every evaluation, at the end, and when
-        interrupted (Ctrl-C) before re-raising; not when training diverges.
+        interrupted (Ctrl-C) before re-raising; not when training diverges. It may be
+        the file passed as ``resume``: it is replaced atomically.
     checkpoint_meta : dict, optional
         Extra JSON-serialisable settings stored in the checkpoint (e.g. the dataset).
     eval_chunk : int, optional
@@ -700,122 +1137,26 @@ def train(
     ckpt = None
     if resume is not None:
         ckpt = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
-    # Unset settings continue the checkpoint's run, else the book's.
-    defaults = ckpt.meta if ckpt is not None else {}
-    batch_size = _check_int("batch_size", defaults.get("batch_size", 100) if batch_size is None else batch_size)
-    eval_chunk = _check_int("eval_chunk", eval_chunk)
-    given, listed = _checked_options(hidden_size, activation, weight_init_std, optimizer, optimizer_param,
-                                     weight_decay, dropout, batchnorm)
-    spec = _network_spec(ckpt, net, given, listed)
-    lr = _check_lr(_default_lr(lr, ckpt, spec))
-    if iterations is not None and epochs is not None:
-        raise ValueError("pass iterations or epochs, not both")
-    meta = _check_meta(checkpoint_meta)
-
-    history = History()
-    if ckpt is not None:
-        if net is None:
-            net = ckpt.make_net()
-        elif is_multilayer(net):
-            net.set_state(ckpt.net_state)
-        else:
-            load_params(net, ckpt.params)
-        # A checkpoint written by train() has its seed; one saved by hand may not: then
-        # `seed` (or a fresh one) draws the batches from here on.
-        seed = ckpt.meta.get("seed", seed)
-        history = History(**{k: list(v) for k, v in vars(ckpt.history).items()})
-    if seed is None:
-        seed = int(np.random.SeedSequence().generate_state(1)[0])
-    seed = _check_int("seed", seed, minimum=0)
-    dtype = _check_dtype(dtype) if net is None else np.dtype(net.params["W1"].dtype)
-
-    x_train, t_train = _check_xt("x_train", x_train, t_train, dtype)
-    x_test, t_test = _check_xt("x_test", test[0], test[1], dtype) if test is not None else (None, None)
-    if net is None:
-        # Labels 0..9 (or one-hot width) give the output size; at least 10 for int labels
-        # so that a subset missing the top classes still builds the book's network.
-        n_out = t_train.shape[1] if t_train.ndim == 2 else max(int(t_train.max(initial=0)) + 1, 10)
-        net = _new_network(spec, x_train.shape[1], n_out, dtype, seed)
-    _check_fit(net, x_train, t_train, x_test, t_test)
-    optimizer = _new_optimizer(spec, lr, ckpt)
-
-    iter_per_epoch = max(x_train.shape[0] // batch_size, 1)
-    if epochs is not None:
-        iterations = _check_int("epochs", epochs) * iter_per_epoch
-    elif iterations is None:
-        # Resuming without a target finishes the interrupted run.
-        iterations = defaults.get("iterations", 10000)
-    iterations = _check_int("iterations", iterations)
-    start = history.steps
-    if start >= iterations:
-        raise ValueError(
-            f"the checkpoint already has {start} steps and iterations={iterations}; "
-            "pass a larger iterations (CLI: --iters/--epochs) to train further"
-        )
-    meta.update(seed=seed, batch_size=batch_size, lr=lr, iterations=iterations)
-    saved_at = None
-
-    def save():
-        nonlocal saved_at
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, net, history, optimizer=optimizer if is_multilayer(net) else None, **meta)
-            saved_at = history.steps
+    n_train = x_train.shape[0] if isinstance(x_train, np.ndarray) and x_train.ndim else 0
+    settings = Settings.resolve(
+        n_train, ckpt=ckpt, net=net, iterations=iterations, epochs=epochs, batch_size=batch_size, lr=lr,
+        eval_every=eval_every, seed=seed, dtype=dtype, eval_chunk=eval_chunk, checkpoint=checkpoint,
+        checkpoint_meta=checkpoint_meta, hidden_size=hidden_size, activation=activation,
+        weight_init_std=weight_init_std, optimizer=optimizer, optimizer_param=optimizer_param,
+        weight_decay=weight_decay, dropout=dropout, batchnorm=batchnorm, model=model)
+    x_train, t_train = _check_xt("x_train", x_train, t_train, settings.dtype)
+    x_test, t_test = _check_xt("x_test", test[0], test[1], settings.dtype) if test is not None else (None, None)
+    net, optimizer, history = _prepare(settings, ((x_train, t_train), (x_test, t_test)), ckpt, net)
+    recorder = _Recorder(history, settings)
 
     if on_start is not None:
         on_start(net, optimizer)
-    batches = _Batches(x_train, t_train, seed, batch_size)
-    compile_s = _warm_up(net, optimizer, batches.x, batches.t, x_train[:eval_chunk]) if warmup else 0.0
-    step = _step_function(net, optimizer, lr)
-    evaluate = _evaluator(x_train, t_train, x_test, t_test, eval_chunk)
-    record = _Recorder(history, start, iterations)
-
-    gather_s = step_s = eval_s = 0.0
-    t_start = t_epoch = time.perf_counter()
-    bar = tqdm(total=iterations, initial=start, unit="step", disable=not progress, dynamic_ncols=True,
-               mininterval=0.25)
-    try:
-        for s in range(start, iterations):
-            t0 = time.perf_counter()
-            xb, tb = batches.fill(s)
-            t1 = time.perf_counter()
-            loss = step(xb, tb)
-            t2 = time.perf_counter()
-            if not math.isfinite(loss):
-                raise _diverged(s + 1, loss, saved_at)
-            record.add(s, loss)
-            gather_s += t1 - t0
-            step_s += t2 - t1
-            done = s + 1
-            if done % 64 == 0:
-                bar.update(done - bar.n)
-            if done % iter_per_epoch == 0 or done == iterations:
-                te = time.perf_counter()
-                train_acc, test_acc = evaluate(net)
-                now = time.perf_counter()
-                eval_s += now - te
-                rec = record.evaluation(iter_per_epoch, train_acc, test_acc, now - t_epoch)
-                t_epoch = now
-                bar.update(done - bar.n)
-                bar.set_postfix(loss=f"{rec.loss:.3f}", test_acc=f"{test_acc:.4f}", refresh=False)
-                save()
-                if on_epoch is not None:
-                    on_epoch(rec)
-    except KeyboardInterrupt:
-        # Keep the finished steps: losses not yet moved into the history go in now, so
-        # the checkpoint's step count matches its weights.
-        record.flush()
-        save()
-        raise
-    finally:
-        bar.close()
-    total = time.perf_counter() - t_start
-    steps = record.done - start
-    loop = total - eval_s
-    timings = dict(
-        compile=compile_s, total=total, gather=gather_s, step=step_s, eval=eval_s,
-        steps=steps, steps_per_second=steps / loop if loop > 0 else math.inf,
-    )
-    return TrainResult(net=net, history=history, seed=seed, timings=timings, optimizer=optimizer)
+    batches = BatchSource(x_train, t_train, settings.seed, settings.batch_size)
+    compile_s = _warm_up(net, optimizer, batches.x, batches.t, x_train[:settings.eval_chunk]) if warmup else 0.0
+    evaluate = Evaluator(x_train, t_train, x_test, t_test, settings.eval_chunk)
+    timings = _run(settings, net, optimizer, recorder, batches, evaluate, on_epoch, progress)
+    return TrainResult(net=net, history=history, seed=settings.seed, timings=dict(compile=compile_s, **timings),
+                       optimizer=optimizer, settings=settings)
 
 
 def _hidden_text(sizes) -> str:
@@ -855,63 +1196,18 @@ def describe(net, optimizer=None) -> str:
             text += f" + dropout {net.dropout_ratio:g}"
         if net.weight_decay_lambda:
             text += f" + weight decay {net.weight_decay_lambda:g}"
-    else:
+    elif model_kind(net) is None:
         (d, h), c = net.params["W1"].shape, net.params["W2"].shape[1]
         text = f"{d}-{h}-{c} relu"
+    elif hasattr(net, "conv_param"):
+        cp = net.conv_param
+        text = (f"{'x'.join(map(str, net.input_dim))}-conv {cp['filter_num']}x{cp['filter_size']}x"
+                f"{cp['filter_size']}-pool-{net.hidden_size}-{net.output_size} relu")
+    else:
+        text = type(net).__name__
     if optimizer is None:
         return text
     hyper = hyperparameters(optimizer)
     defaults = inspect.signature(type(optimizer)).parameters
     extra = "".join(f" {k}={v:g}" for k, v in hyper.items() if k != "lr" and v != defaults[k].default)
     return f"{text}, {type(optimizer).__name__} lr={hyper['lr']:g}{extra}"
-
-
-def plot_history(history: History, path: str | os.PathLike, *, title: str | None = None):
-    """Save the loss and accuracy curves of ``history`` as an image (PNG by extension).
-
-    Left: the mini-batch loss of every step and its per-epoch mean. Right:
-    train and test accuracy per epoch, drawn like the book's figure (test
-    dashed, y from 0 to 1). Uses Matplotlib's object API, so the caller's
-    pyplot backend and state are left alone.
-
-    Parameters
-    ----------
-    history : History
-    path : str or os.PathLike
-    title : str, optional
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    from pathlib import Path
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    steps = np.arange(1, history.steps + 1)
-    ax_loss.plot(steps, history.step_loss, lw=0.5, alpha=0.5, label="mini-batch loss")
-    if history.epoch_step:
-        ax_loss.plot(history.epoch_step, history.epoch_loss, marker="o", ms=3, label="epoch mean")
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    # Evaluations happen at whole epochs (plus the last step), so the first
-    # one gives the steps per epoch; the last point may be a fraction of one.
-    per_epoch = history.epoch_step[0] if len(history.epoch_step) > 1 else 1
-    epochs = np.asarray(history.epoch_step, dtype=float) / per_epoch if len(history.epoch_step) > 1 else [1.0]
-    ax_acc.plot(epochs, history.train_acc, marker="o", label="train acc")
-    ax_acc.plot(epochs, history.test_acc, marker="s", linestyle="--", label="test acc")
-    ax_acc.set_xlabel("epochs")
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.set_ylim(0, 1.0)
-    ax_acc.legend(loc="lower right")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return path

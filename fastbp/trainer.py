@@ -63,7 +63,9 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(name, optimizer_param=None):
+def make_optimizer(name: str, optimizer_param: Mapping | None = None
+                   ) -> (_optimizers.SGD | _optimizers.Momentum | _optimizers.AdaGrad
+                         | _optimizers.RMSprop | _optimizers.Adam):
     """A :mod:`fastbp.optimizers` instance from the book's name and keyword arguments.
 
     Parameters
@@ -207,9 +209,11 @@ class Trainer:
         If a size is out of range, the arrays do not pair up, or the optimizer is unknown.
     """
 
-    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
-                 mini_batch_size=100, optimizer="SGD", optimizer_param=None,
-                 evaluate_sample_num_per_epoch=None, verbose=True, *, exact_loss=False):
+    def __init__(self, network, x_train: np.ndarray, t_train: np.ndarray, x_test: np.ndarray,
+                 t_test: np.ndarray, epochs: int = 20, mini_batch_size: int = 100,
+                 optimizer: str = "SGD", optimizer_param: Mapping | None = None,
+                 evaluate_sample_num_per_epoch: int | None = None, verbose: bool = True, *,
+                 exact_loss: bool = False) -> None:
         fused = _has_fused_step(network)
         needed = ["accuracy"] + (["loss"] if exact_loss or not fused else [])
         needed += [] if fused else ["params", "gradient"]
@@ -260,7 +264,7 @@ class Trainer:
         self.fused = fused
         self.exact_loss = bool(exact_loss)
 
-    def train_step(self):
+    def train_step(self) -> None:
         """One step: draw a mini-batch, update the network, record the loss; at the start
         of each epoch, also record (and print) the training and test accuracy.
 
@@ -313,7 +317,7 @@ class Trainer:
                 f"network's parameters may hold NaN or inf now. Lower the learning rate "
                 f"(optimizer_param={{'lr': ...}}) or check the data for NaN/inf")
 
-    def train(self):
+    def train(self) -> None:
         """Make ``max_iter`` steps of :meth:`train_step`, then measure (and print) the test
         accuracy on the whole test set.
 

@@ -209,6 +209,18 @@ def valid_arrays(d=3, h=2, c=2, **meta_changes):
     (dict(history_step_loss=np.zeros((2, 2))), "step_loss"),
     (dict(history_step_loss=np.array(["a", "b"])), "step_loss"),
     (dict(history_test_acc=np.zeros(5)), "different lengths"),
+    # The arrays' dtype must be the one meta names (a float32 network would cast them).
+    (dict(param_W1=np.zeros((3, 2), np.float64)), "W1 is float64 of shape (3, 2), expected float32"),
+    (dict(param_b2=np.zeros(2, np.float16)), "b2 is float16"),
+    # The history's evaluation steps: whole, increasing, within the recorded steps.
+    (dict(history_epoch_step=np.array([3])), "epoch_step [3] is not an increasing list of steps in 1..2"),
+    (dict(history_epoch_step=np.array([2.0])), "epoch_step"),
+    # The run settings a resumed run would use as they are.
+    ("batch_size=0", "meta batch_size is 0, expected an integer >= 1"),
+    ("seed=-1", "meta seed is -1"),
+    ("lr='0.1'", "meta lr is '0.1', expected a positive number"),
+    ("iterations=1.5", "meta iterations is 1.5"),
+    ("eval_every=True", "meta eval_every is True"),
     ("version", "format version"),
     ("version-str", "format version"),
     ("hidden", "hidden_size"),
@@ -226,6 +238,9 @@ def test_inconsistent_checkpoint_is_an_error_naming_the_file(tmp_path, change, w
         arrays = valid_arrays(dtype="float16")
     elif change == "no-input":
         arrays = valid_arrays(input_size=None)
+    elif isinstance(change, str):
+        key, value = change.split("=")
+        arrays = valid_arrays(**{key: eval(value)})
     else:
         arrays = valid_arrays()
         for k, v in change.items():
@@ -419,6 +434,7 @@ def v2_arrays(good_v2, tmp_path):
     ("del optim_iter", "optimizer's settings or state do not fit"),
     ("state_W1 3x3", "configuration or state does not fit"),
     ("state_dropout_step float", "configuration or state does not fit"),
+    ("state_W1 float32", "state['W1'] is float32, the network float64"),
     ("optim_m/W1 3x3", "optimizer"),
     ("optim_m/W9", "optimizer"),
 ])
@@ -432,6 +448,8 @@ def test_v2_inconsistent_is_an_error_naming_the_file(good_v2, tmp_path, change, 
         arrays["state_W1"] = np.zeros((3, 3))
     elif change == "state_dropout_step float":
         arrays["state_dropout_step"] = np.array(1.0)
+    elif change == "state_W1 float32":
+        arrays["state_W1"] = arrays["state_W1"].astype(np.float32)
     elif change == "optim_m/W1 3x3":
         arrays["optim_m/W1"] = arrays["optim_v/W1"] = np.zeros((3, 3))
     else:
@@ -441,3 +459,64 @@ def test_v2_inconsistent_is_an_error_naming_the_file(good_v2, tmp_path, change, 
     with pytest.raises(ValueError) as info:
         load_checkpoint(path)
     assert "bad.ckpt" in str(info.value) and words in str(info.value), str(info.value)
+
+
+# -- the model registry: a new network class is checkpointable by one entry --------------------
+
+class Tiny:
+    """The least a network needs: params, get_state and set_state (checked)."""
+
+    def __init__(self, width, dtype=np.float64):
+        self.width, self.dtype = width, np.dtype(dtype)
+        self.params = {"W": np.arange(width, dtype=dtype)}
+        self.steps = 0
+
+    def get_state(self):
+        return {"W": self.params["W"].copy(), "steps": np.array(self.steps, np.int64)}
+
+    def set_state(self, state):
+        if state["W"].shape != (self.width,) or state["W"].dtype != self.dtype:
+            raise ValueError(f"state['W'] is {state['W'].dtype} {state['W'].shape}")
+        self.params["W"][...] = state["W"]
+        self.steps = int(state["steps"])
+
+
+@pytest.fixture
+def tiny_kind():
+    from fastbp.checkpoint import MODELS, ModelKind, register_model
+
+    kind = register_model(ModelKind(
+        "Tiny", config=lambda net: {"width": net.width, "dtype": net.dtype.name},
+        build=lambda meta: Tiny(meta["width"], meta["dtype"]),
+        check=lambda meta: None if isinstance(meta.get("width"), int) else "meta width must be an int"))
+    yield kind
+    del MODELS["Tiny"]
+
+
+def test_registered_network_roundtrip(tiny_kind, tmp_path):
+    from fastbp.checkpoint import model_kind
+
+    net = Tiny(3)
+    net.params["W"] += 0.5
+    net.steps = 7
+    assert model_kind(net) is tiny_kind and model_kind(TwoLayerNet(3, 2, 2)) is None
+    path = save_checkpoint(tmp_path / "t.npz", net, history(2), optimizer=optimizers.Momentum(), seed=1)
+    c = load_checkpoint(path)
+    assert c.network == "Tiny" and c.meta["version"] == 2 and c.settings["network"] == "Tiny"
+    again = c.make_net()
+    np.testing.assert_array_equal(again.params["W"], net.params["W"])
+    assert again.steps == 7 and type(c.make_optimizer()) is optimizers.Momentum
+    arrays, meta = v2_arrays((path.read_bytes(),), tmp_path)
+    for change, words in [({"width": "3"}, "meta width must be an int"),
+                          ({"width": 4}, "configuration or state does not fit"),
+                          ({"dtype": "float32"}, "configuration or state does not fit")]:
+        arrays["meta"] = np.array(json.dumps({**meta, **change}))
+        with pytest.raises(ValueError, match=words):
+            load_checkpoint(write_npz(tmp_path / "bad.npz", **arrays))
+
+
+def test_register_model_refuses_other_objects():
+    from fastbp.checkpoint import register_model
+
+    with pytest.raises(TypeError, match="must be a ModelKind"):
+        register_model({"name": "X"})

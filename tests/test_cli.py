@@ -119,9 +119,14 @@ def test_gradcheck_on_real_digits(capsys):
 
 
 @needs_mnist_test
-def test_mnist_train_offline_is_a_clear_error(capsys):
-    # The shared MNIST folder lacks the training images.
-    assert main(["train", "--data-dir", str(SHARED), "--no-download"]) == 2
+def test_mnist_train_offline_is_a_clear_error(tmp_path, capsys):
+    # A data folder with MNIST's test split only (built here: the check must not depend on
+    # what the shared folder holds).
+    only_test = tmp_path / "data" / "mnist"
+    only_test.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (only_test / name).symlink_to(SHARED / "mnist" / name)
+    assert main(["train", "--data-dir", str(only_test.parent), "--no-download"]) == 2
     assert "train-images-idx3-ubyte.gz not found" in one_line_error(capsys)
 
 
@@ -142,11 +147,12 @@ FASHION = ["train", "--dataset", "fashion-mnist", "--data-dir", str(SHARED), "--
 
 @needs_fashion
 def test_train_multilayer_out_resume_and_conflicts(tmp_path, capsys, monkeypatch):
-    import fastbp.train as T
+    import fastbp.plotting as P
 
     titles = []
-    plot = T.plot_history
-    monkeypatch.setattr(T, "plot_history", lambda h, path, title=None: titles.append(title) or plot(h, path))
+    plot = P.plot_history
+    monkeypatch.setattr(P, "plot_history",
+                        lambda h, path, title=None, **kw: titles.append(title) or plot(h, path, **kw))
     out = tmp_path / "run"
     ckpt_path = out / "checkpoint.npz"
     assert main(FASHION + ["--hidden", "20,20,20,20", "--optimizer", "Adam", "--batchnorm", "--dropout", "0.1",
@@ -248,3 +254,115 @@ def test_hidden_and_init_parsing():
     assert parsed().hidden is None and parsed().batchnorm is None and parsed().optimizer is None
     assert parsed("--init", "He").init == "he" and parsed("--init", "0.05").init == 0.05
     assert parsed("--optimizer", "RMSprop").optimizer == "rmsprop" and parsed("--batchnorm").batchnorm is True
+
+
+# -- resume: where checkpoints go, and bad checkpoints -------------------------------------------
+
+@needs_fashion
+def test_resume_without_out_keeps_writing_to_the_checkpoint(tmp_path, capsys):
+    ckpt = tmp_path / "mine.npz"
+    first = FASHION + ["--hidden", "8,8", "--optimizer", "adam", "--batch-size", "6000", "--iters", "15",
+                       "--eval-every", "4", "--seed", "1"]
+    assert main(first + ["--out", str(tmp_path)]) == 0
+    (tmp_path / "checkpoint.npz").rename(ckpt)
+    (tmp_path / "curves.png").unlink()
+    capsys.readouterr()
+    assert main(["train", "--data-dir", str(SHARED), "--no-progress", "--resume", str(ckpt), "--iters", "22"]) == 0
+    text = capsys.readouterr().out
+    said = [line for line in text.splitlines() if "no --out" in line]
+    assert said == [f"fastbp train: no --out: checkpoints go to {ckpt}, the file resumed from"], text
+    assert f"wrote {ckpt}" in text and not list(tmp_path.glob("*.png"))  # no --out: no curves
+    saved = load_checkpoint(ckpt)
+    # 22 steps, evaluated every 4 (the checkpoint's setting) and at the end; the 15-step
+    # run's own last evaluation is gone, as in the uninterrupted run.
+    assert saved.step == 22 and saved.history.epoch_step == [4, 8, 12, 16, 20, 22]
+    assert saved.optimizer_state["iter"] == 22
+
+
+def two_layer_checkpoint(path, **meta):
+    from fastbp.checkpoint import History, save_checkpoint
+
+    return save_checkpoint(path, fastbp.TwoLayerNet(784, 20, 10, dtype="float32", seed=0), History(),
+                           seed=0, batch_size=100, lr=0.1, iterations=50, dataset="fashion-mnist", **meta)
+
+
+def test_bad_checkpoints_are_one_line_errors(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    good = two_layer_checkpoint(tmp_path / "good.npz")
+    raw = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 3])
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["param_W1"] = arrays["param_W1"].astype(np.float64)  # meta still says float32
+    with open(tmp_path / "dtype.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+    meta = json.loads(str(arrays["meta"][()]))
+    arrays["param_W1"] = arrays["param_W1"].astype(np.float32)
+    arrays["meta"] = np.array(json.dumps({**meta, "batch_size": -3}))
+    with open(tmp_path / "settings.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+    for name, fragment in [("cut.npz", "not a readable fastbp checkpoint"),
+                           ("junk.npz", "not a readable fastbp checkpoint"),
+                           ("dtype.npz", "W1 is float64 of shape (784, 20), expected float32"),
+                           ("settings.npz", "meta batch_size is -3")]:
+        assert main(["train", "--resume", str(tmp_path / name), "--iters", "60"]) == 2
+        err = one_line_error(capsys)
+        assert name in err and fragment in err, err
+
+
+def test_checkpoint_of_another_network_or_optimizer_is_one_line(tmp_path, capsys):
+    from fastbp.checkpoint import History, save_checkpoint
+
+    two = two_layer_checkpoint(tmp_path / "two.npz")
+    net = fastbp.MultiLayerNetExtend(784, [20, 20], 10, use_batchnorm=True, dtype="float32", seed=0)
+    deep = save_checkpoint(tmp_path / "deep.npz", net, History(), optimizer=fastbp.optimizers.Adam(), seed=0)
+    for path, flags, fragment in [
+            (two, ["--hidden", "20,20"], "--hidden 20,20 conflicts with the checkpoint's 20 (a TwoLayerNet)"),
+            (two, ["--optimizer", "momentum"], "--optimizer momentum conflicts with the checkpoint's sgd"),
+            (deep, ["--optimizer", "rmsprop"], "--optimizer rmsprop conflicts with the checkpoint's adam"),
+            (deep, ["--hidden", "50"], "--hidden 50 conflicts with the checkpoint's 20,20"),
+            (deep, ["--dtype", "float64"], "--dtype float64 conflicts with the checkpoint's float32")]:
+        assert main(["train", "--resume", str(path), "--iters", "60"] + flags) == 2
+        assert fragment in one_line_error(capsys)
+
+
+@needs_fashion
+def test_ctrl_c_then_resume_equals_the_uninterrupted_run(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the evaluation of step 20 (the 5th accuracy call: two in the warm-up, two
+    at step 10), exit status 130 and
+    how to resume; `--resume` alone then finishes the run, whose checkpoint equals that of a
+    run never interrupted."""
+    import numpy as np
+
+    import fastbp.train as T
+
+    flags = FASHION + ["--hidden", "10,10", "--optimizer", "rmsprop", "--batchnorm", "--batch-size", "6000",
+                       "--iters", "33", "--seed", "3"]
+    accuracy, calls = T.accuracy, []
+
+    def interrupted_fifth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return accuracy(*args, **kwargs)
+
+    monkeypatch.setattr(T, "accuracy", interrupted_fifth)
+    assert main(flags + ["--out", str(tmp_path / "a")]) == 130
+    ckpt = tmp_path / "a" / "checkpoint.npz"
+    assert f"fastbp: interrupted; resume with: fastbp train --resume {ckpt}" in capsys.readouterr().err
+    assert load_checkpoint(ckpt).step == 20
+    monkeypatch.setattr(T, "accuracy", accuracy)
+    assert main(["train", "--data-dir", str(SHARED), "--no-progress", "--resume", str(ckpt)]) == 0
+    assert main(flags + ["--out", str(tmp_path / "b")]) == 0
+    a, b = load_checkpoint(ckpt), load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert a.step == b.step == 33 and a.history.epoch_step == b.history.epoch_step == [10, 20, 30, 33]
+    assert (a.history.step_loss, a.history.epoch_loss, a.history.test_acc) == (
+        b.history.step_loss, b.history.epoch_loss, b.history.test_acc)
+    for k in b.net_state:
+        np.testing.assert_array_equal(a.net_state[k], b.net_state[k])
+    for k in b.optimizer_state:
+        np.testing.assert_array_equal(a.optimizer_state[k], b.optimizer_state[k])

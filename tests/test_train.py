@@ -4,6 +4,9 @@ the two-layer (ch. 5) and multi-layer (ch. 6) networks."""
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -515,3 +518,323 @@ def test_multilayer_accuracy_in_chunks(data):
     whole = net.accuracy(x, t)
     assert accuracy(net, x, t, chunk_size=7) == whole == accuracy(net, x, np.eye(10)[t])
     assert whole == np.mean(net.predict(x).argmax(axis=1) == t)
+
+
+# -- exact resume (issue 15 item 1): every network kind and stateful optimizer, every stop --------
+
+def small_data():
+    """200 training rows of 64 features (20 a batch: 10 steps an epoch), 100 test rows."""
+    x, t = blobs(300, d=64, seed=4)
+    return (x[:200], t[:200]), (x[200:], t[200:])
+
+
+SMALL = small_data()
+#: One run of each network kind with each optimizer that has state, BatchNorm and Dropout.
+KINDS = {
+    "two-layer SGD": dict(hidden_size=12),
+    "mlp momentum": dict(hidden_size=[12, 8], optimizer="momentum"),
+    "mlp nesterov": dict(hidden_size=[12, 8], optimizer="nesterov", weight_decay=0.01),
+    "mlp adagrad": dict(hidden_size=[12, 8], optimizer="adagrad"),
+    "mlp rmsprop": dict(hidden_size=[12, 8], optimizer="rmsprop"),
+    "mlp adam": dict(hidden_size=[12, 8], optimizer="adam"),
+    "extend bn+dropout adam": dict(hidden_size=[12, 8], optimizer="adam", batchnorm=True, dropout=0.3),
+    "extend bn+dropout momentum": dict(hidden_size=[12, 8], optimizer="momentum", batchnorm=True,
+                                       dropout=0.3),
+}
+RUN = dict(batch_size=20, seed=13, warmup=False)
+
+
+def net_state(net):
+    """Every array a network changes while training (get_state, or the four params)."""
+    return net.get_state() if hasattr(net, "get_state") else {k: v.copy() for k, v in net.params.items()}
+
+
+def assert_same_run(a, b):
+    """Two TrainResults' networks, optimizers and histories equal bit for bit (seconds aside)."""
+    sa, sb = net_state(a.net), net_state(b.net)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+    oa, ob = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert oa.keys() == ob.keys()
+    for k in oa:
+        np.testing.assert_array_equal(oa[k], ob[k], err_msg=k)
+    ha, hb = a.history, b.history
+    assert ha.epoch_step == hb.epoch_step
+    assert (ha.step_loss, ha.epoch_loss, ha.train_acc, ha.test_acc) == (
+        hb.step_loss, hb.epoch_loss, hb.train_acc, hb.test_acc)
+
+
+@pytest.fixture
+def batch_log(monkeypatch):
+    """The (step, row numbers) of every mini-batch drawn, in order."""
+    import fastbp.train as T
+
+    log = []
+    indices = T.BatchSource.indices
+
+    def spy(self, s):
+        rows = indices(self, s)
+        log.append((s, rows.tolist()))
+        return rows
+
+    monkeypatch.setattr(T.BatchSource, "indices", spy)
+    return log
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resume_off_the_epoch_boundary_is_the_uninterrupted_run(kind, tmp_path, batch_log):
+    """25 steps (evaluated at 10, 20 and its own last step 25), then resumed to 60: the
+    evaluations at 10, 20, 30 ... 60, epoch means, weights, optimizer state, BatchNorm
+    statistics, Dropout's position and the batches are the 60-step run's."""
+    kw = {**RUN, **KINDS[kind]}
+    straight = train(SMALL, iterations=60, **kw)
+    straight_batches = list(batch_log)
+    batch_log.clear()
+    ckpt = tmp_path / "c.npz"
+    first = train(SMALL, iterations=25, checkpoint=ckpt, **kw)
+    assert first.history.epoch_step == [10, 20, 25]
+    resumed = train(SMALL, iterations=60, resume=ckpt, warmup=False)  # the rest from the checkpoint
+    assert resumed.history.epoch_step == [10, 20, 30, 40, 50, 60] == straight.history.epoch_step
+    assert_same_run(resumed, straight)
+    assert batch_log == straight_batches
+    assert resumed.timings["steps"] == 35
+    with pytest.raises(AssertionError):  # the comparison can fail
+        assert_same_run(first, straight)
+
+
+def interrupted(kw, tmp_path, inject, iterations=60):
+    """Train with `inject` active until it interrupts; return the checkpoint written."""
+    ckpt = tmp_path / "c.npz"
+    with inject, pytest.raises(KeyboardInterrupt):
+        train(SMALL, iterations=iterations, checkpoint=ckpt, **kw)
+    return load_checkpoint(ckpt)
+
+
+def assert_consistent_then_exact(ckpt_path, saved, kw, iterations=60):
+    """The checkpoint holds `saved.step` steps with the weights of that many steps, and
+    resuming it gives the uninterrupted run."""
+    s = saved.step
+    assert 0 < s < iterations and s == len(saved.history.step_loss)
+    reference = train(SMALL, iterations=s, **kw)
+    state = net_state(saved.make_net())
+    for k, v in net_state(reference.net).items():
+        np.testing.assert_array_equal(state[k], v, err_msg=f"{k} after {s} steps")
+    if saved.optimizer_state is not None:
+        for k, v in reference.optimizer.state_dict().items():
+            np.testing.assert_array_equal(saved.optimizer_state[k], v, err_msg=k)
+    assert saved.history.step_loss == reference.history.step_loss
+    resumed = train(SMALL, iterations=iterations, resume=ckpt_path, warmup=False)
+    assert_same_run(resumed, train(SMALL, iterations=iterations, **kw))
+
+
+class Injection:
+    """A context manager that monkeypatches `owner.name` with `make(original)` and counts."""
+
+    def __init__(self, owner, name, make):
+        self.owner, self.name, self.make = owner, name, make
+
+    def __enter__(self):
+        self.original = getattr(self.owner, self.name)
+        setattr(self.owner, self.name, self.make(self.original))
+        return self
+
+    def __exit__(self, *exc):
+        setattr(self.owner, self.name, self.original)
+        return False
+
+
+def on_call(n, action):
+    """A wrapper factory: the `n`-th call runs `action(call)`, where call() is the original call."""
+    calls = []
+
+    def make(original):
+        def wrapper(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                return action(lambda: original(*args, **kwargs))
+            return original(*args, **kwargs)
+        return wrapper
+    return make
+
+
+def raise_interrupt(call):
+    raise KeyboardInterrupt
+
+
+def sigint_then(call):
+    """Ctrl-C arriving just before the call (as a real SIGINT, delivered by Python's handler)."""
+    signal.raise_signal(signal.SIGINT)
+    return call()
+
+
+def call_then_sigint(call):
+    """Ctrl-C arriving right after the call returned, before anything else runs."""
+    result = call()
+    signal.raise_signal(signal.SIGINT)
+    return result
+
+
+def kernel_injection(kind, action, n):
+    """Wrap the compiled step of `kind`'s network (the call that updates the weights)."""
+    import fastbp.kernels as K
+
+    if kind.startswith("two-layer"):
+        # The first step goes through the checked path, the rest through the fast one.
+        return Injection(K, "two_layer_step" if n == 1 else "train_step_labels", on_call(n - 1 or 1, action))
+    import fastbp.kernels.mlp as KM
+
+    return Injection(KM, "mlp_step", on_call(n, action))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ctrl_c_between_the_kernel_and_the_step_counters(kind, tmp_path):
+    """SIGINT right after the kernel has updated the weights, before the network's Dropout
+    step, the optimizer's iteration and the loop's step count move on (the race): the
+    checkpoint holds 23 steps with the weights of 23 steps, and resuming is exact."""
+    kw = {**RUN, **KINDS[kind]}
+    saved = interrupted(kw, tmp_path, kernel_injection(kind, call_then_sigint, 23))
+    assert saved.step == 23
+    assert_consistent_then_exact(tmp_path / "c.npz", saved, kw)
+
+
+def test_the_race_injection_really_lands_mid_step():
+    """Outside train(), with Python's own handler, the same injection leaves the network
+    updated but its counters behind: the point the test above protects is a real one."""
+    (x, t), _ = SMALL
+    net = MultiLayerNetExtend(64, [12], 10, use_dropout=True, use_batchnorm=True, dtype=np.float32, seed=0)
+    opt = Adam()
+    net.train_step(x[:20], t[:20], opt)
+    before = net.get_state()
+    with kernel_injection("mlp", call_then_sigint, 1), pytest.raises(KeyboardInterrupt):
+        net.train_step(x[:20], t[:20], opt)
+    after = net.get_state()
+    assert not np.array_equal(after["W1"], before["W1"])  # the weights moved ...
+    assert after["dropout_step"] == before["dropout_step"] and opt.iter == 1  # ... the counters did not
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("when", ["sigint before the kernel", "raised before the kernel"])
+def test_ctrl_c_during_a_step(kind, when, tmp_path):
+    kw = {**RUN, **KINDS[kind]}
+    action = sigint_then if when.startswith("sigint") else raise_interrupt
+    saved = interrupted(kw, tmp_path, kernel_injection(kind, action, 34))
+    # A signal is held until the step is recorded; an exception raised before the update
+    # leaves the step undone.
+    assert saved.step == (34 if when.startswith("sigint") else 33)
+    assert_consistent_then_exact(tmp_path / "c.npz", saved, kw)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("action", [raise_interrupt, sigint_then], ids=["raised", "sigint"])
+def test_ctrl_c_during_an_evaluation(kind, action, tmp_path):
+    """Interrupted while measuring the accuracy of step 20 (the 3rd accuracy call: train and
+    test sets of step 10, then train of step 20): the checkpoint has 20 steps and no row for
+    them; the resumed run makes that evaluation first, and its history is the uninterrupted one's."""
+    import fastbp.train as T
+
+    kw = {**RUN, **KINDS[kind]}
+    saved = interrupted(kw, tmp_path, Injection(T, "accuracy", on_call(3, action)))
+    assert saved.step == 20 and saved.history.epoch_step == [10]
+    assert_consistent_then_exact(tmp_path / "c.npz", saved, kw)
+
+
+def test_ctrl_c_during_the_last_evaluation_is_finished_by_resuming(tmp_path):
+    import fastbp.train as T
+
+    kw = {**RUN, **KINDS["mlp adam"]}
+    saved = interrupted(kw, tmp_path, Injection(T, "accuracy", on_call(5, raise_interrupt)), iterations=25)
+    assert saved.step == 25 and saved.history.epoch_step == [10, 20]
+    # iterations: the checkpoint's 25; written back to the file it resumed from.
+    done = train(SMALL, resume=tmp_path / "c.npz", checkpoint=tmp_path / "c.npz", warmup=False)
+    assert done.timings["steps"] == 0 and done.history.epoch_step == [10, 20, 25]
+    assert_same_run(done, train(SMALL, iterations=25, **kw))
+    with pytest.raises(ValueError, match="already has 25 steps"):
+        train(SMALL, resume=tmp_path / "c.npz", warmup=False)
+
+
+def test_a_held_signal_goes_to_the_callers_handler(tmp_path):
+    """A SIGINT handler of the caller's own that does not raise: called once, after the step
+    it arrived in, and training goes on; the handler is restored afterwards."""
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        kw = {**RUN, **KINDS["mlp adam"]}
+        with kernel_injection("mlp adam", sigint_then, 7):
+            r = train(SMALL, iterations=15, **kw)
+        assert seen == [signal.SIGINT] and r.history.steps == 15
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+def test_eval_every_is_kept_by_a_resume(tmp_path):
+    kw = {**RUN, **KINDS["mlp momentum"], "eval_every": 7}
+    straight = train(SMALL, iterations=30, **kw)
+    assert straight.history.epoch_step == [7, 14, 21, 28, 30]
+    assert straight.settings.eval_every == 7 and straight.settings.steps_per_epoch == 10
+    train(SMALL, iterations=16, checkpoint=tmp_path / "c.npz", **kw)
+    resumed = train(SMALL, iterations=30, resume=tmp_path / "c.npz", warmup=False)
+    assert_same_run(resumed, straight)
+    with pytest.raises(ValueError, match="eval_every must be >= 1"):
+        train(SMALL, iterations=5, eval_every=0)
+
+
+def test_plotting_is_imported_only_when_plotting(tmp_path):
+    code = ("import sys, fastbp, fastbp.train, fastbp.cli; print('matplotlib' in sys.modules); "
+            "from fastbp.checkpoint import History; from fastbp.plotting import plot_history; "
+            "print('matplotlib' in sys.modules); "
+            f"plot_history(History([1.0, 0.5], [2], [0.7], [0.5], [0.4], [0.1]), {str(tmp_path / 'p.png')!r}); "
+            "print('matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["False", "False", "True"], out.stderr
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# -- model='convnet': the chapter-7 network through the same loop and checkpoints ----------------
+
+def image_data():
+    x, t = blobs(150, d=144, seed=6)  # 12x12 one-channel images as flat rows
+    return (x[:100], t[:100]), (x[100:], t[100:])
+
+
+def test_convnet_trains_and_resumes_exactly(tmp_path, batch_log):
+    pytest.importorskip("fastbp.convnet")
+    data = image_data()
+    kw = dict(model="convnet", hidden_size=8, batch_size=10, seed=2, warmup=False)
+    straight = train(data, iterations=23, **kw)
+    assert type(straight.net).__name__ == "SimpleConvNet" and type(straight.optimizer) is Adam
+    assert straight.title == "1x12x12-conv 30x5x5-pool-8-10 relu, Adam lr=0.001"
+    straight_batches = list(batch_log)
+    batch_log.clear()
+    ckpt = tmp_path / "c.npz"
+    first = train(data, iterations=13, checkpoint=ckpt, **kw)
+    assert load_checkpoint(ckpt).network == "SimpleConvNet" and first.history.epoch_step == [10, 13]
+    resumed = train(data, iterations=23, resume=ckpt, warmup=False)
+    assert_same_run(resumed, straight)
+    assert resumed.history.epoch_step == [10, 20, 23] and batch_log == straight_batches
+    with pytest.raises(ValueError, match="model='mlp' conflicts with the checkpoint's SimpleConvNet"):
+        train(data, iterations=30, resume=ckpt, model="mlp")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(model="rnn"), "model must be one of 'mlp', 'convnet', got 'rnn'"),
+    (dict(model="convnet", dropout=0.5), "dropout is not a setting of model='convnet'"),
+    (dict(model="convnet", hidden_size=[10, 10]), "model='convnet' has one hidden layer"),
+    (dict(model="convnet", weight_init_std="he"), "takes weight_init_std as a number"),
+])
+def test_model_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        train(image_data(), iterations=3, warmup=False, **kw)
+
+
+def test_convnet_needs_square_images():
+    pytest.importorskip("fastbp.convnet")
+    with pytest.raises(ValueError, match="square one-channel images"):
+        x, t = blobs(40, d=60)
+        train(((x, t), None), iterations=3, model="convnet", warmup=False, seed=0)
