@@ -45,6 +45,7 @@ CH06_RUNS = {
     "overfit_dropout.py": ["--epochs", "5", "--quiet"],
     "batch_norm_test.py": ["--scales", "2", "--epochs", "2", "--train-size", "200"],
     "batch_norm_gradient_check.py": ["--hidden", "3", "3", "--batch-size", "4"],
+    "hyperparameter_optimization.py": ["--trials", "4", "--epochs", "3", "--num-cpus", "1"],
 }
 
 
@@ -94,6 +95,10 @@ def test_ch06_example(name, tmp_path):
     elif name == "batch_norm_test.py":
         assert out.count("==============") == 2 * 2 and "2/2" in out, out
         assert len(re.findall(r"^epoch:\d+ \| \S+ - \S+$", out, re.M)) == 2 * 2, out
+    elif name == "hyperparameter_optimization.py":  # the book's lines, best first
+        best = re.findall(r"^Best-(\d+)\(val acc:(\S+)\) \| lr:\S+, weight decay:\S+$", out, re.M)
+        assert [int(i) for i, _ in best] == [1, 2, 3, 4], out
+        assert [float(v) for _, v in best] == sorted((float(v) for _, v in best), reverse=True), out
     else:  # the gradient check, on 4 images: every difference at rounding level
         diffs = dict(re.findall(r"^(\w+):(\S+)$", out, re.M))
         assert set(diffs) == {f"{k}{i}" for k in "Wb" for i in (1, 2, 3)} | {
