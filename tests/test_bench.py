@@ -57,7 +57,8 @@ def test_baselines_compute_the_same_as_the_kernels():
     net = fastbp.TwoLayerNet(784, 50, 10, dtype=np.float64, seed=0)
     for k, v in zip(("W1", "b1", "W2", "b2"), (W1, b1, W2, b2)):
         net.params[k][...] = v
-    ref = bench._NumpyNet(W1.copy(), b1.copy(), W2.copy(), b2.copy())
+    from fastbp.baseline import TwoLayerNet as BookNet
+    ref = BookNet({"W1": W1.copy(), "b1": b1.copy(), "W2": W2.copy(), "b2": b2.copy()})
     assert ref.train_step(x, t, 0.1) == pytest.approx(net.train_step(x, t, 0.1), rel=1e-6)
     for k in ("W1", "b1", "W2", "b2"):
         np.testing.assert_allclose(ref.params[k], net.params[k], rtol=1e-9, atol=1e-12)

@@ -18,7 +18,8 @@ from hypothesis.extra.numpy import array_shapes, arrays
 
 from fastbp import datasets
 from fastbp.datasets import mnist as mnist_mod
-from fastbp.datasets import DatasetNotFoundError, DownloadError, download_file, load_mnist, load_split, parse_idx, read_idx
+from fastbp.datasets import (DatasetNotFoundError, DownloadError, download_file, load_mnist, load_split,
+                             parse_idx, read_idx)
 
 
 from conftest import SHARED, needs_fashion, needs_mnist_test
@@ -161,13 +162,20 @@ def test_fashion_mnist_real_files(isolated):
 
 
 @needs_mnist_test
-def test_mnist_test_split_and_missing_train_images(isolated):
+def test_mnist_test_split_and_missing_train_images(isolated, tmp_path):
     x, t = load_split("test", data_dir=SHARED, download=False)
     assert x.shape == (10000, 784)
     assert t[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]  # the well-known first MNIST test labels
-    # The training images are not in the shared folder: a clear error, not a crash.
+    # A folder with the test split only (built here, so the check does not depend on what
+    # the shared folder holds): the training images are missing, a clear error, not a crash.
+    only_test = tmp_path / "only-test" / "mnist"
+    only_test.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (only_test / name).symlink_to(SHARED / "mnist" / name)
+    np.testing.assert_array_equal(load_split("test", data_dir=only_test.parent,
+                                             download=False)[1], t)
     with pytest.raises(DatasetNotFoundError, match="train-images-idx3-ubyte.gz not found(.|\n)*Put the four files"):
-        load_mnist(data_dir=SHARED, download=False)
+        load_mnist(data_dir=only_test.parent, download=False)
 
 
 @needs_mnist_test

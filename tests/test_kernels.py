@@ -228,8 +228,18 @@ def test_affine_loops_and_blas_paths(rng, n, dtype):
     KF.matmul_t_loops(g, W, dx)
     for got, ref in ((out, want), (dx, want_dx), (dW, want_dW)):
         np.testing.assert_allclose(got, ref, **tol(dtype))
-    # The dispatcher takes the loops below the threshold and gemm from it on.
-    assert (n * d * m >= KF.AFFINE_BLAS_MIN_FLOPS) == (n >= 4)
+    # Which path ran, seen in the results: the loops skip a zero input, so 0 x inf adds
+    # nothing there, where OpenBLAS's gemm gives NaN. The dispatchers take gemm from
+    # AFFINE_BLAS_MIN_FLOPS multiply-adds (at this shape, from 4 rows with the default).
+    blas = n * d * m >= KF.AFFINE_BLAS_MIN_FLOPS
+    assert BATCHES[0] * d * m < KF.AFFINE_BLAS_MIN_FLOPS <= BATCHES[-1] * d * m  # both paths
+    x[:, 5] = 0
+    W[5, :] = np.inf
+    K.affine_forward(x, W, b, out)
+    assert np.isnan(out).all() if blas else np.isfinite(out).all()
+    g[0, :] = np.inf
+    K.affine_backward(g, x, W, dW, db, dx)  # dW[5] = x[:, 5] @ g: 0 x inf in row 0
+    assert np.isnan(dW[5]).all() if blas else (dW[5] == 0).all()
 
 
 def test_network_twins_identical(rng):
@@ -426,16 +436,23 @@ def test_kernels_callable_from_user_njit(rng):
     np.testing.assert_allclose(b, -0.5 * want_dy.sum(0), rtol=1e-12, atol=1e-15)
 
 
-def test_column_sum_independent_of_threads(rng):
-    import numba
-    a = rng.standard_normal((5000, 10)).astype(np.float32)
-    outs = []
-    for n in (1, numba.config.NUMBA_NUM_THREADS):
-        numba.set_num_threads(n)
-        o = np.empty(10, np.float32)
-        K.column_sum(a, o)
-        outs.append(o)
-    np.testing.assert_array_equal(outs[0], outs[1])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_sum_adds_rows_in_order(rng, dtype):
+    """``db`` is independent of any thread count because column_sum adds the rows one after
+    the other (it has no parallel twin): its bits are those of that order, and on this data
+    another order (reversed, or NumPy's pairwise sum of a contiguous column) gives others."""
+    a = (rng.standard_normal((5000, 10)) * 10.0 ** rng.integers(-4, 5, (5000, 1))).astype(dtype)
+    want = np.zeros(10, dtype)
+    for row in a:
+        want += row
+    got = np.empty(10, dtype)
+    K.column_sum(a, got)
+    np.testing.assert_array_equal(got, want)
+    backwards = np.zeros(10, dtype)
+    for row in a[::-1]:
+        backwards += row
+    pairwise = np.ascontiguousarray(a.T).sum(axis=1)
+    assert (backwards != want).any() and (pairwise != want).any()  # the test can tell
 
 
 # -- each twin runs its own machine code, also when loaded from the on-disk cache ---------
