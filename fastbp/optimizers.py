@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .kernels import optimizers as _K
 from .ops import _FLOATS, _float, _real, _same_shape
@@ -72,7 +73,8 @@ class _Hyper:
 
 
 class _Optimizer:
-    """What the six optimizers share; subclasses set `kind`, `_state` and `peek_hyper`."""
+    """What the six optimizers share; subclasses set `kind`, `_state` and `_hyper_names`
+    (Adam also `peek_hyper`)."""
 
     kind = None
     #: Names of the per-parameter state dicts, in kernel order (state1, state2).
@@ -91,7 +93,7 @@ class _Optimizer:
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper_names)
         return f"{type(self).__name__}({args})"
 
-    def next_hyper(self):
+    def next_hyper(self) -> tuple[float, float, float]:
         """The constants of one update, advancing the step count as :meth:`update` does.
 
         Returns
@@ -114,18 +116,20 @@ class _Optimizer:
         self.advance()
         return hyper
 
-    def peek_hyper(self):
+    def peek_hyper(self) -> tuple[float, float, float]:
         """The constants :meth:`next_hyper` would return, without advancing the step count
         (a fused step that is rejected must leave the optimizer as it was)."""
-        return self.lr, 0.0, 0.0
+        # The hyperparameters in kernel order (lr, then c1), padded with 0.0 to three;
+        # Adam overrides this with its bias-corrected lr_t.
+        return (*(getattr(self, name) for name in self._hyper_names), 0.0, 0.0)[:3]
 
-    def advance(self):
+    def advance(self) -> None:
         """Count one update (Adam's bias correction needs the count): :meth:`next_hyper`
         is :meth:`peek_hyper` then this."""
 
     # -- update ---------------------------------------------------------------------------
 
-    def update(self, params, grads):
+    def update(self, params: Mapping[str, np.ndarray], grads: Mapping[str, ArrayLike]) -> None:
         """Update every array of `params` in place, as the book's ``update``.
 
         Parameters
@@ -229,7 +233,8 @@ class _Optimizer:
 
     # -- the fused steps' view ------------------------------------------------------------
 
-    def flat_state(self, params, flat):
+    def flat_state(self, params: Mapping[str, np.ndarray], flat: np.ndarray
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
         """The state as flat arrays parallel to `flat`, for ``kernels.optimizer_update``.
 
         Parameters
@@ -315,7 +320,7 @@ class _Optimizer:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         """A copy of the optimizer's state, for checkpoints.
 
         Returns
@@ -332,7 +337,7 @@ class _Optimizer:
                 out.update((f"{name}/{key}", np.array(a, copy=True)) for key, a in s.items())
         return out
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, ArrayLike]) -> None:
         """Restore a :meth:`state_dict` (e.g. from ``np.load``), in place.
 
         Parameters
@@ -437,6 +442,8 @@ def _offset_in(name, p, flat):
     return start // flat.itemsize
 
 
+# The classes below look alike on purpose: each spells out the book's constructor, its
+# signature and defaults (user-facing), and what differs is data (kind, state, hypers).
 class SGD(_Optimizer):
     """Stochastic gradient descent: ``param -= lr * grad``.
 
@@ -449,7 +456,7 @@ class SGD(_Optimizer):
     kind = _K.SGD
     _hyper_names = ("lr",)
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
 
@@ -474,12 +481,9 @@ class Momentum(_Optimizer):
     _hyper_names = ("lr", "momentum")
     momentum = _Hyper(_unit_interval)
 
-    def __init__(self, lr=0.01, momentum=0.9):
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.momentum = momentum
         super().__init__(lr)
-
-    def peek_hyper(self):
-        return self.lr, self.momentum, 0.0
 
 
 class Nesterov(Momentum):
@@ -510,7 +514,7 @@ class AdaGrad(_Optimizer):
     _state = ("h",)
     _hyper_names = ("lr",)
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
 
@@ -536,12 +540,9 @@ class RMSprop(_Optimizer):
     _hyper_names = ("lr", "decay_rate")
     decay_rate = _Hyper(_unit_interval)
 
-    def __init__(self, lr=0.01, decay_rate=0.99):
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         self.decay_rate = decay_rate
         super().__init__(lr)
-
-    def peek_hyper(self):
-        return self.lr, self.decay_rate, 0.0
 
 
 class Adam(_Optimizer):
@@ -572,7 +573,7 @@ class Adam(_Optimizer):
     beta1 = _Hyper(_unit_interval)
     beta2 = _Hyper(_unit_interval)
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         self.beta1 = beta1
         self.beta2 = beta2
         self.iter = 0

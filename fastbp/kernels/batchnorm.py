@@ -52,6 +52,14 @@ def _parallel(n, D):
     return n * D >= PARALLEL_MIN_ELEMENTS and n > BLOCK_ROWS
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _zeroed(row):
+    # `row` set to 0 and returned: a block's partial sums of the forward passes.
+    for j in range(row.shape[0]):
+        row[j] = 0
+    return row
+
+
 @njit(cache=True, nogil=True)
 def _add_blocks(parts, stride, first, nb, total):
     """``total = parts[first] + parts[first + stride] + ...`` over `nb` blocks, in order
@@ -82,9 +90,7 @@ def _forward_train_body(x, gamma, beta, momentum, running_mean, running_var, xc,
     mu = out[0]
     # Pass 1: mu = x.mean(axis=0).
     for b in prange(nb):
-        part = xn[b]
-        for j in range(D):
-            part[j] = 0
+        part = _zeroed(xn[b])
         for i in range(b * BLOCK_ROWS, min(n, (b + 1) * BLOCK_ROWS)):
             xi = x[i]
             for j in range(D):
@@ -95,9 +101,7 @@ def _forward_train_body(x, gamma, beta, momentum, running_mean, running_var, xc,
         running_mean[j] = keep * running_mean[j] + take * mu[j]
     # Pass 2: xc = x - mu and the column sums of xc**2, in one pass.
     for b in prange(nb):
-        part = xn[b]
-        for j in range(D):
-            part[j] = 0
+        part = _zeroed(xn[b])
         for i in range(b * BLOCK_ROWS, min(n, (b + 1) * BLOCK_ROWS)):
             xi = x[i]
             ci = xc[i]
@@ -146,9 +150,9 @@ def _backward_body(dout, xc, xn, std, gamma, dgamma, dbeta, dx, work):
     # rows of `work`. The book's per-column factors are taken out of its sums,
     #     sum(dxn * xc / (std * std)) = gamma * sum(dout * xc) / (std * std)
     #     dmu = sum(dxc) = gamma * sum(dout) / std + (2/n) * dvar * sum(xc),
-    # which leaves no division in this pass (measured serially at 10 000 x 100 float32:
-    # 0.67 ms for the backward with the book's two divisions per element, 0.55 ms without),
-    # needs no second pass for dmu, and differs from the book's sums only in rounding.
+    # which leaves no division in this pass (faster than the book's two divisions per
+    # element: docs/decisions/elementwise-kernels.md), needs no second pass for dmu, and
+    # differs from the book's sums only in rounding.
     for b in prange(nb):
         p_dbeta = work[_BACKWARD_SUMS * b]
         p_dgamma = work[_BACKWARD_SUMS * b + 1]

@@ -28,6 +28,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
+from .._docstrings import with_doc
+from ._dispatch import flat
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
@@ -53,46 +55,45 @@ def _smallest_normal(a):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _flushed(value, tiny, zero):
-    # `abs(value) < tiny` is False for NaN: NaN stays NaN.
-    return zero if abs(value) < tiny else value
+def _flushed(value, like):
+    # 0 below the smallest normal number of `like`'s dtype (constants LLVM hoists out of
+    # the loop); the comparison is False for NaN: NaN stays NaN.
+    return like.dtype.type(0) if abs(value) < _smallest_normal(like) else value
 
 
-# The bodies run on 1-D arrays. `if wd != 0` keeps decay=0 the book's arithmetic exactly
-# (`grad + 0 * param` would turn an infinite parameter's gradient into NaN); the condition
-# does not depend on i, so LLVM hoists it out of the loop and both loops vectorize.
+@njit(cache=True, nogil=True, inline="always")
+def _decayed(g, wd, p):
+    # The gradient with weight decay folded in, ``g + wd * p`` (the parameter before this
+    # update), or `g` itself when `wd` is 0.
+    return g + wd * p if wd != 0 else g
+
+
+# The bodies run on 1-D arrays. `if wd != 0` (in _decayed, inlined) keeps decay=0 the
+# book's arithmetic exactly (`grad + 0 * param` would turn an infinite parameter's gradient
+# into NaN); the condition does not depend on i, so LLVM hoists it out of the loop and both
+# loops vectorize.
 
 def _sgd_decay_body(param, grad, lr, decay):
     t = param.dtype.type
     step = t(lr)
     wd = t(decay)
     for i in prange(param.size):
-        g = grad[i]
-        if wd != 0:
-            g = g + wd * param[i]
+        g = _decayed(grad[i], wd, param[i])
         param[i] -= step * g
 
 
 def _momentum_body(param, grad, v, lr, momentum, decay):
     t = param.dtype.type
-    tiny = _smallest_normal(param)
-    zero = t(0)
-    step = t(lr)
-    mu = t(momentum)
-    wd = t(decay)
+    step, mu, wd = t(lr), t(momentum), t(decay)
     for i in prange(param.size):
-        g = grad[i]
-        if wd != 0:
-            g = g + wd * param[i]
-        vi = _flushed(mu * v[i] - step * g, tiny, zero)
+        g = _decayed(grad[i], wd, param[i])
+        vi = _flushed(mu * v[i] - step * g, param)
         v[i] = vi
         param[i] += vi
 
 
 def _nesterov_body(param, grad, v, lr, momentum, decay):
     t = param.dtype.type
-    tiny = _smallest_normal(param)
-    zero = t(0)
     step = t(lr)
     mu = t(momentum)
     # The book computes these two products of Python floats in float64.
@@ -100,28 +101,22 @@ def _nesterov_body(param, grad, v, lr, momentum, decay):
     lead = t((1.0 + momentum) * lr)
     wd = t(decay)
     for i in prange(param.size):
-        g = grad[i]
         p = param[i]
-        if wd != 0:
-            g = g + wd * p
+        g = _decayed(grad[i], wd, p)
         vi = v[i]
         p += mu2 * vi
         p -= lead * g
         param[i] = p
         vi *= mu
         vi -= step * g
-        v[i] = _flushed(vi, tiny, zero)
+        v[i] = _flushed(vi, param)
 
 
 def _adagrad_body(param, grad, h, lr, decay):
     t = param.dtype.type
-    step = t(lr)
-    eps = t(EPS)
-    wd = t(decay)
+    step, eps, wd = t(lr), t(EPS), t(decay)
     for i in prange(param.size):
-        g = grad[i]
-        if wd != 0:
-            g = g + wd * param[i]
+        g = _decayed(grad[i], wd, param[i])
         hi = h[i] + g * g
         h[i] = hi
         param[i] -= step * g / (np.sqrt(hi) + eps)
@@ -129,48 +124,72 @@ def _adagrad_body(param, grad, h, lr, decay):
 
 def _rmsprop_body(param, grad, h, lr, decay_rate, decay):
     t = param.dtype.type
-    tiny = _smallest_normal(param)
-    zero = t(0)
     step = t(lr)
     rho = t(decay_rate)
     keep = t(1.0 - decay_rate)
     eps = t(EPS)
     wd = t(decay)
     for i in prange(param.size):
-        g = grad[i]
-        if wd != 0:
-            g = g + wd * param[i]
+        g = _decayed(grad[i], wd, param[i])
         hi = h[i] * rho
         hi += keep * g * g
-        hi = _flushed(hi, tiny, zero)
+        hi = _flushed(hi, param)
         h[i] = hi
         param[i] -= step * g / (np.sqrt(hi) + eps)
 
 
 def _adam_body(param, grad, m, v, lr_t, beta1, beta2, decay):
     t = param.dtype.type
-    tiny = _smallest_normal(param)
-    zero = t(0)
     step = t(lr_t)
     c1 = t(1.0 - beta1)
     c2 = t(1.0 - beta2)
     eps = t(EPS)
     wd = t(decay)
     for i in prange(param.size):
-        g = grad[i]
-        if wd != 0:
-            g = g + wd * param[i]
+        g = _decayed(grad[i], wd, param[i])
         mi = m[i]
         mi += c1 * (g - mi)
-        mi = _flushed(mi, tiny, zero)
+        mi = _flushed(mi, param)
         m[i] = mi
         vi = v[i]
         vi += c2 * (g * g - vi)
-        vi = _flushed(vi, tiny, zero)
+        vi = _flushed(vi, param)
         v[i] = vi
         param[i] -= step * mi / (np.sqrt(vi) + eps)
 
 
+#: The fused training steps' optimizer parameters, as their docstrings describe them.
+STEP_OPTIMIZER_PARAMETERS = (
+    "kind : int\n"
+    "        The optimizer (:data:`.optimizers.SGD` ... :data:`.optimizers.ADAM`), or -1 to\n"
+    "        compute the gradients only.\n"
+    "    state1, state2 : ndarray\n"
+    "        The optimizer's state at the offsets of `flat` (size 0 when unused).\n"
+    "    lr, c1, c2 : float\n"
+    "        The optimizer's scalars for this update (see\n"
+    "        :func:`.optimizers.optimizer_update`).")
+
+_PARAM_GRAD = ("param : ndarray, float32 or float64, C-contiguous, any shape\n"
+               "        Updated in place.\n"
+               "    grad : ndarray, shape and dtype of `param`, C-contiguous")
+
+#: The parameter descriptions the update kernels share (filled in by ``with_doc``).
+_PARAMETER_DOCS = {
+    "param_grad": _PARAM_GRAD,
+    "velocity_parameters": "Parameters\n    ----------\n    " + _PARAM_GRAD + "\n"
+                           "    v : ndarray, shape and dtype of `param`, C-contiguous\n"
+                           "        Velocity (zeros before the first step), updated in place.\n"
+                           "    lr : float\n"
+                           "        Learning rate.\n"
+                           "    momentum : float\n"
+                           "        The book's ``momentum`` (0.9 by default there).",
+    "lr": "lr : float\n        Learning rate.",
+    "decay": "decay : float\n        L2 weight-decay coefficient; 0 gives the book's",
+    "decay_sgd": "decay : float\n        L2 weight-decay coefficient; 0 gives plain SGD",
+}
+
+
+# The flatten-then-pick-a-twin lines of each dispatcher stay per kernel: see ._dispatch.
 # error_model="numpy": a division by zero gives inf/NaN as in NumPy instead of raising
 # ZeroDivisionError; the check it replaces is a branch that keeps LLVM from vectorizing.
 # (The divisors are sqrt(h) + EPS > 0 anyway; a NaN state propagates as in NumPy.)
@@ -183,59 +202,58 @@ _adam_serial, _adam_parallel = twins(_adam_body, error_model="numpy")
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def sgd_decay_update(param, grad, lr, decay=0.0,
                      min_parallel=PARALLEL_MIN_ELEMENTS):
     """SGD with weight decay: ``param -= lr * (grad + decay * param)``, in place.
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
-    lr : float
-        Learning rate.
-    decay : float
-        L2 weight-decay coefficient; 0 gives plain SGD (the bits of :func:`sgd_update`).
+    {param_grad}
+    {lr}
+    {decay_sgd} (the bits of :func:`sgd_update`).
+    min_parallel : int or None
+        Elements from which the parallel twin runs; ``None`` leaves it out of the compiled
+        code (serial at any size, the same bits).
     """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    if param.size >= min_parallel:
+    pf, gf = flat(param), flat(grad)
+    if min_parallel is not None and param.size >= min_parallel:
         _sgd_decay_parallel(pf, gf, lr, decay)
     else:
         _sgd_decay_serial(pf, gf, lr, decay)
 
 
 @njit(cache=True, nogil=True)
-def momentum_update(param, grad, v, lr, momentum, decay=0.0,
-                    min_parallel=PARALLEL_MIN_ELEMENTS):
-    """Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
-
-    ``g = grad + decay * param``.
-
-    Parameters
-    ----------
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
-    v : ndarray, shape and dtype of `param`, C-contiguous
-        Velocity (zeros before the first step), updated in place.
-    lr : float
-        Learning rate.
-    momentum : float
-        The book's ``momentum`` (0.9 by default there).
-    decay : float
-        L2 weight-decay coefficient; 0 gives the book's ``Momentum``.
-    """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    vf = v.reshape(v.size)
-    if param.size >= min_parallel:
+def _velocity_update(nesterov, param, grad, v, lr, momentum, decay, min_parallel):
+    # Momentum's and Nesterov's one dispatcher: same arguments, same twin choice.
+    pf, gf, vf = flat(param), flat(grad), flat(v)
+    parallel = param.size >= min_parallel
+    if nesterov and parallel:
+        _nesterov_parallel(pf, gf, vf, lr, momentum, decay)
+    elif nesterov:
+        _nesterov_serial(pf, gf, vf, lr, momentum, decay)
+    elif parallel:
         _momentum_parallel(pf, gf, vf, lr, momentum, decay)
     else:
         _momentum_serial(pf, gf, vf, lr, momentum, decay)
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
+def momentum_update(param, grad, v, lr, momentum, decay=0.0,
+                    min_parallel=PARALLEL_MIN_ELEMENTS):
+    """Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
+
+    ``g = grad + decay * param``.
+
+    {velocity_parameters}
+    {decay} ``Momentum``.
+    """
+    _velocity_update(False, param, grad, v, lr, momentum, decay, min_parallel)
+
+
+@njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
                     min_parallel=PARALLEL_MIN_ELEMENTS):
     """Nesterov's accelerated gradient (the book's form), in place.
@@ -243,30 +261,14 @@ def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
     ``param += momentum*momentum*v; param -= (1+momentum)*lr*g; v *= momentum;
     v -= lr*g`` with ``g = grad + decay * param``.
 
-    Parameters
-    ----------
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
-    v : ndarray, shape and dtype of `param`, C-contiguous
-        Velocity (zeros before the first step), updated in place.
-    lr : float
-        Learning rate.
-    momentum : float
-        The book's ``momentum`` (0.9 by default there).
-    decay : float
-        L2 weight-decay coefficient; 0 gives the book's ``Nesterov``.
+    {velocity_parameters}
+    {decay} ``Nesterov``.
     """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    vf = v.reshape(v.size)
-    if param.size >= min_parallel:
-        _nesterov_parallel(pf, gf, vf, lr, momentum, decay)
-    else:
-        _nesterov_serial(pf, gf, vf, lr, momentum, decay)
+    _velocity_update(True, param, grad, v, lr, momentum, decay, min_parallel)
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def adagrad_update(param, grad, h, lr, decay=0.0,
                    min_parallel=PARALLEL_MIN_ELEMENTS):
     """AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + EPS)``.
@@ -275,19 +277,13 @@ def adagrad_update(param, grad, h, lr, decay=0.0,
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
+    {param_grad}
     h : ndarray, shape and dtype of `param`, C-contiguous
         Sum of squared gradients (zeros before the first step), updated in place.
-    lr : float
-        Learning rate.
-    decay : float
-        L2 weight-decay coefficient; 0 gives the book's ``AdaGrad``.
+    {lr}
+    {decay} ``AdaGrad``.
     """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    hf = h.reshape(h.size)
+    pf, gf, hf = flat(param), flat(grad), flat(h)
     if param.size >= min_parallel:
         _adagrad_parallel(pf, gf, hf, lr, decay)
     else:
@@ -295,6 +291,7 @@ def adagrad_update(param, grad, h, lr, decay=0.0,
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
                    min_parallel=PARALLEL_MIN_ELEMENTS):
     """RMSprop, in place.
@@ -304,21 +301,15 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
+    {param_grad}
     h : ndarray, shape and dtype of `param`, C-contiguous
         Running mean of squared gradients (zeros before the first step), updated in place.
-    lr : float
-        Learning rate.
+    {lr}
     decay_rate : float
         The book's ``decay_rate`` (0.99 by default there).
-    decay : float
-        L2 weight-decay coefficient; 0 gives the book's ``RMSprop``.
+    {decay} ``RMSprop``.
     """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    hf = h.reshape(h.size)
+    pf, gf, hf = flat(param), flat(grad), flat(h)
     if param.size >= min_parallel:
         _rmsprop_parallel(pf, gf, hf, lr, decay_rate, decay)
     else:
@@ -326,6 +317,7 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
                 min_parallel=PARALLEL_MIN_ELEMENTS):
     """Adam (the book's form), in place.
@@ -335,9 +327,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
 
     Parameters
     ----------
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
+    {param_grad}
     m, v : ndarray, shape and dtype of `param`, C-contiguous
         First and second moment estimates (zeros before the first step), updated in place.
     lr_t : float
@@ -346,13 +336,9 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
         book does (:meth:`fastbp.optimizers.Adam.next_hyper`).
     beta1, beta2 : float
         The book's ``beta1`` and ``beta2`` (0.9 and 0.999 by default there).
-    decay : float
-        L2 weight-decay coefficient; 0 gives the book's ``Adam``.
+    {decay} ``Adam``.
     """
-    pf = param.reshape(param.size)
-    gf = grad.reshape(grad.size)
-    mf = m.reshape(m.size)
-    vf = v.reshape(v.size)
+    pf, gf, mf, vf = flat(param), flat(grad), flat(m), flat(v)
     if param.size >= min_parallel:
         _adam_parallel(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
     else:
@@ -360,6 +346,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
 
 
 @njit(cache=True, nogil=True)
+@with_doc(**_PARAMETER_DOCS)
 def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
                      min_parallel=PARALLEL_MIN_ELEMENTS):
     """One update of the optimizer `kind` on `param`, in place: the fused steps' entry.
@@ -369,9 +356,7 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
     kind : int
         :data:`SGD`, :data:`MOMENTUM`, :data:`NESTEROV`, :data:`ADAGRAD`, :data:`RMSPROP`
         or :data:`ADAM`.
-    param : ndarray, float32 or float64, C-contiguous, any shape
-        Updated in place.
-    grad : ndarray, shape and dtype of `param`, C-contiguous
+    {param_grad}
     state1 : ndarray, dtype of `param`, C-contiguous
         Momentum's and Nesterov's ``v``, AdaGrad's and RMSprop's ``h``, Adam's ``m``, of
         `param`'s shape, updated in place; for SGD unused (pass a size-0 array).
