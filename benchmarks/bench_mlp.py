@@ -5,7 +5,7 @@ fastbp: ``fastbp.MultiLayerNet(784, [100] * k, 10, dtype=...).train_step(x, t, o
 with ``fastbp.optimizers.SGD(lr=0.01)`` or ``Adam(lr=0.001)``: forward, backward and the
 optimizer's update in one compiled call, as a user calls it (argument checks included).
 NumPy: the book's ch. 6 ``MultiLayerNet`` (``gradient`` through its layers) and its ``SGD`` /
-``Adam`` classes (``update``), see ``common.NumpyMultiLayerNet``. Both start from the same
+``Adam`` classes (``update``), see ``fastbp/baseline.py``. Both start from the same
 seeded He-initialized weights on MNIST-like images with integer labels; the optimizers keep
 their state across the timed calls, as in training. Threads: ``common.THREADS`` for Numba's
 pool and both OpenBLAS pools, set in ``setup`` (recorded by ``bench_train_step.Threads``).

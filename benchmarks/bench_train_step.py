@@ -3,7 +3,7 @@
 fastbp: ``fastbp.TwoLayerNet(784, 50, 10, dtype=...).train_step(x, t, lr)``, the fused,
 allocation-free step as a user calls it (argument checks included). NumPy: the book's ch. 5
 ``TwoLayerNet`` (Affine / Relu / Affine / SoftmaxWithLoss layers, ``gradient`` and
-``params[k] -= lr * grad[k]``), see ``common.NumpyTwoLayerNet``. Both start from the same
+``params[k] -= lr * grad[k]``), see ``fastbp/baseline.py``. Both start from the same
 seeded weights on MNIST-like images with integer labels. Threads: ``common.THREADS`` for
 Numba's pool and both OpenBLAS pools, set in ``setup`` and recorded by ``Threads``. One step
 runs in ``setup``: no compilation is timed.
@@ -15,7 +15,7 @@ from .common import BATCH_SIZES, DTYPES, IMPLS, SPEEDUP_BATCH_SIZES, LR
 def _net(impl, dtype):
     W1, b1, W2, b2 = common.weights(dtype)
     if impl == "numpy":
-        return common.NumpyTwoLayerNet(W1, b1, W2, b2)
+        return common.baseline.TwoLayerNet({"W1": W1, "b1": b1, "W2": W2, "b2": b2})
     import fastbp
     net = fastbp.TwoLayerNet(common.D, common.H, common.C, dtype=dtype, seed=0)
     for k, v in zip(("W1", "b1", "W2", "b2"), (W1, b1, W2, b2)):

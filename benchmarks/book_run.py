@@ -3,7 +3,7 @@
 The run is the book's ``ch05/train_neuralnet.py``: 10000 steps of random
 mini-batches of 100, learning rate 0.1, 50 hidden units, and accuracy on the
 full training and test sets once per epoch (17 evaluations). The NumPy side is
-the book's code, layer for layer (``BookTwoLayerNet`` below), run as the
+the book's code, layer for layer (:class:`fastbp.baseline.TwoLayerNet`), run as the
 book's script runs it: one-hot labels, ``np.random.choice`` batches,
 ``gradient`` + SGD + the extra ``loss`` call per step, ``accuracy`` on the
 whole set at once. The fastbp side is :func:`fastbp.train.train`. Kernel
@@ -27,135 +27,29 @@ import os
 import platform
 import sys
 import time
-from collections import OrderedDict
 
-import numpy as np
+# OpenBLAS picks its own kernels in a benchmark run: unset its pins before NumPy loads it
+# (benchmarks/blas_env.py).
+try:  # asv imports every module of benchmarks/ as part of the package
+    from . import blas_env
+except ImportError:  # run as a script: this folder is first on sys.path
+    import blas_env
+
+_UNPINNED = blas_env.unpin()
+
+import numpy as np  # noqa: E402
+
+from fastbp.baseline import TwoLayerNet as BookTwoLayerNet  # noqa: E402
 
 
 # --------------------------------------------------------------------------- the book's network, plain NumPy
-# Copied in behaviour from the book's common/functions.py, common/layers.py and
-# ch05/two_layer_net.py (including its habits, e.g. Relu.backward writing into dout).
-
-
-def softmax(x):
-    x = x - np.max(x, axis=-1, keepdims=True)
-    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
-
-
-def cross_entropy_error(y, t):
-    if y.ndim == 1:
-        t = t.reshape(1, t.size)
-        y = y.reshape(1, y.size)
-    if t.size == y.size:
-        t = t.argmax(axis=1)
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
-
-
-class Relu:
-    def __init__(self):
-        self.mask = None
-
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
-class Affine:
-    def __init__(self, W, b):
-        self.W = W
-        self.b = b
-        self.x = None
-        self.original_x_shape = None
-        self.dW = None
-        self.db = None
-
-    def forward(self, x):
-        self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
-        self.x = x
-        return np.dot(self.x, self.W) + self.b
-
-    def backward(self, dout):
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(*self.original_x_shape)
-
-
-class SoftmaxWithLoss:
-    def __init__(self):
-        self.loss = None
-        self.y = None
-        self.t = None
-
-    def forward(self, x, t):
-        self.t = t
-        self.y = softmax(x)
-        self.loss = cross_entropy_error(self.y, self.t)
-        return self.loss
-
-    def backward(self, dout=1):
-        batch_size = self.t.shape[0]
-        if self.t.size == self.y.size:
-            dx = (self.y - self.t) / batch_size
-        else:
-            dx = self.y.copy()
-            dx[np.arange(batch_size), self.t] -= 1
-            dx = dx / batch_size
-        return dx
-
-
-class BookTwoLayerNet:
-    """The book's ch05 ``TwoLayerNet``, unchanged in behaviour (float64 weights)."""
-
-    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01):
-        self.params = {
-            "W1": weight_init_std * np.random.randn(input_size, hidden_size),
-            "b1": np.zeros(hidden_size),
-            "W2": weight_init_std * np.random.randn(hidden_size, output_size),
-            "b2": np.zeros(output_size),
-        }
-        self.layers = OrderedDict()
-        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
-        self.layers["Relu1"] = Relu()
-        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
-        self.lastLayer = SoftmaxWithLoss()
-
-    def predict(self, x):
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return x
-
-    def loss(self, x, t):
-        return self.lastLayer.forward(self.predict(x), t)
-
-    def accuracy(self, x, t):
-        y = np.argmax(self.predict(x), axis=1)
-        if t.ndim != 1:
-            t = np.argmax(t, axis=1)
-        return np.sum(y == t) / float(x.shape[0])
-
-    def gradient(self, x, t):
-        self.loss(x, t)
-        dout = self.lastLayer.backward(1)
-        for layer in reversed(list(self.layers.values())):
-            dout = layer.backward(dout)
-        return {
-            "W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
-            "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db,
-        }
+# fastbp.baseline.TwoLayerNet: the book's ch05 TwoLayerNet, unchanged in behaviour (float64
+# weights from np.random.randn, one-hot labels, Relu.backward writing into dout).
 
 
 def book_train(x_train, t_train, x_test, t_test, iters_num=10000, batch_size=100, learning_rate=0.1, hidden=50):
     """The book's ch05/train_neuralnet.py loop; returns (network, train_acc_list, test_acc_list)."""
-    network = BookTwoLayerNet(input_size=784, hidden_size=hidden, output_size=10)
+    network = BookTwoLayerNet.book_init(input_size=784, hidden_size=hidden, output_size=10)
     train_size = x_train.shape[0]
     train_loss_list, train_acc_list, test_acc_list = [], [], []
     iter_per_epoch = max(train_size / batch_size, 1)
@@ -268,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", action="store_true", help="print the seconds of every fastbp epoch")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    blas_env.report(_UNPINNED)
     out = run_mnist_split(args) if args.mnist_split else run_speed(args)
     if args.json:
         with open(args.json, "w") as fh:

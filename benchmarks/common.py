@@ -49,13 +49,11 @@ comparable over history.
 
 NumPy baselines
 ---------------
-The plain-NumPy side is the book's network written reasonably: in-place ufuncs with
-``out=`` where NumPy offers it, ``np.dot`` into caller buffers, the book's
-softmax / cross-entropy / ``dx[arange(n), t] -= 1`` and its layer classes for the training
-step; for chapter 6, its ``MultiLayerNet`` and its ``SGD`` and ``Adam`` classes
-(``NumpyMultiLayerNet``, ``NumpySGD``, ``NumpyAdam``). They are defined here, not imported
-from fastbp, so they do not change with the commit under test. (``fastbp.bench`` holds the
-chapter-5 ones for ``fastbp bench``.)
+The plain-NumPy side is ``fastbp/baseline.py`` (one home for every benchmark's baseline):
+the book's operations written with in-place ufuncs into caller buffers for the kernel
+benchmarks, and the book's layer classes, ``TwoLayerNet``, ``MultiLayerNet``, ``SGD`` and
+``Adam`` for the training steps. It is loaded from this checkout by its path, not imported
+from the installed fastbp, so it does not change with the commit under test.
 """
 import functools
 import gzip
@@ -235,117 +233,28 @@ def check_impl(impl):
 
 
 # -- the plain-NumPy baselines ----------------------------------------------------------------
+# One home: fastbp/baseline.py, loaded from this checkout by its path rather than imported
+# from the installed fastbp, so that the baseline is the same for every commit asv
+# benchmarks (older commits have no fastbp.baseline, and the NumPy side must not change
+# with the code under test).
 
-def np_relu_forward(x, out):
-    np.maximum(x, 0, out=out)
-
-
-def np_relu_backward(x, dout, dx):
-    np.multiply(dout, x > 0, out=dx)
-
-
-def np_sigmoid_forward(x, out):
-    np.negative(x, out=out)
-    np.exp(out, out=out)
-    out += 1
-    np.reciprocal(out, out=out)
+def _load_baseline():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "fastbp" / "baseline.py"
+    spec = importlib.util.spec_from_file_location("_fastbp_bench_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def np_sigmoid_backward(y, dout, dx):
-    np.subtract(1, y, out=dx)
-    dx *= y
-    dx *= dout
-
-
-def np_affine_forward(x, W, b, out):
-    np.dot(x, W, out=out)
-    out += b
-
-
-def np_affine_backward(dout, x, W, dW, db, dx=None):
-    np.dot(x.T, dout, out=dW)
-    np.sum(dout, axis=0, out=db)
-    if dx is not None:
-        np.dot(dout, W.T, out=dx)
-
-
-def np_softmax_cross_entropy(x, t, dx):
-    """The book's ``softmax`` + ``cross_entropy_error`` + ``SoftmaxWithLoss.backward``."""
-    n = x.shape[0]
-    y = x - x.max(axis=1, keepdims=True)
-    np.exp(y, out=y)
-    y /= y.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
-    loss = -np.sum(np.log(y[rows, t] + 1e-7)) / n
-    y[rows, t] -= 1
-    np.divide(y, n, out=dx)
-    return loss
-
-
-class _Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-
-    def forward(self, x):
-        self.x = x
-        return np.dot(x, self.W) + self.b
-
-    def backward(self, dout):
-        self.dW = np.dot(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return np.dot(dout, self.W.T)
-
-
-class _Relu:
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0  # the book's in-place form: dout is a temporary of this step
-        return dout
-
-
-class _SoftmaxWithLoss:
-    def forward(self, x, t):
-        self.t = t
-        y = x - x.max(axis=1, keepdims=True)
-        np.exp(y, out=y)
-        y /= y.sum(axis=1, keepdims=True)
-        self.y = y
-        return -np.sum(np.log(y[np.arange(len(t)), t] + 1e-7)) / len(t)
-
-    def backward(self):
-        n = len(self.t)
-        dx = self.y.copy()
-        dx[np.arange(n), self.t] -= 1
-        return dx / n
-
-
-class NumpyTwoLayerNet:
-    """The book's ch. 5 ``TwoLayerNet`` (Affine, Relu, Affine, SoftmaxWithLoss) and its SGD loop."""
-
-    def __init__(self, W1, b1, W2, b2):
-        self.params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
-        self.layers = [_Affine(W1, b1), _Relu(), _Affine(W2, b2)]
-        self.last = _SoftmaxWithLoss()
-
-    def train_step(self, x, t, lr):
-        y = x
-        for layer in self.layers:
-            y = layer.forward(y)
-        loss = self.last.forward(y, t)
-        dout = self.last.backward()
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
-        a1, a2 = self.layers[0], self.layers[2]
-        grads = {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
-        for k, p in self.params.items():
-            p -= lr * grads[k]
-        return loss
-
+baseline = _load_baseline()
+np_relu_forward = baseline.np_relu_forward
+np_relu_backward = baseline.np_relu_backward
+np_sigmoid_forward = baseline.np_sigmoid_forward
+np_sigmoid_backward = baseline.np_sigmoid_backward
+np_affine_forward = baseline.np_affine_forward
+np_affine_backward = baseline.np_affine_backward
+np_softmax_cross_entropy = baseline.np_softmax_cross_entropy
 
 
 # -- chapter 6: MultiLayerNet 784-[100]*k-10 and the book's SGD and Adam ------------------------
@@ -385,80 +294,11 @@ def mlp_weights(k, dtype):
     return {key: a.copy() for key, a in _mlp_weights(k, np.dtype(dtype).name).items()}
 
 
-class NumpyMultiLayerNet:
-    """The book's ch. 6 ``MultiLayerNet`` (ReLU; (Affine, Relu) x k, Affine, SoftmaxWithLoss)
-    with ``gradient`` through the layers and an optimizer's ``update``.
-
-    `params` (a dict ``W1, b1, ...``) is used in place. Without weight decay: the book's
-    ``loss`` adds ``0.5 * lambda * sum(W**2)`` for every ``W`` and its ``gradient`` adds
-    ``lambda * W`` to every ``dW`` even when ``lambda`` is 0; this baseline skips that work
-    (favouring NumPy).
-    """
-
-    def __init__(self, params):
-        self.params = params
-        n = len(params) // 2
-        self.affines = [_Affine(params[f"W{i}"], params[f"b{i}"]) for i in range(1, n + 1)]
-        self.layers = []
-        for affine in self.affines[:-1]:
-            self.layers += [affine, _Relu()]
-        self.layers.append(self.affines[-1])
-        self.last = _SoftmaxWithLoss()
-
-    def gradient(self, x, t):
-        y = x
-        for layer in self.layers:
-            y = layer.forward(y)
-        self.last.forward(y, t)
-        dout = self.last.backward()
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
-        grads = {}
-        for i, affine in enumerate(self.affines, 1):
-            grads[f"W{i}"], grads[f"b{i}"] = affine.dW, affine.db
-        return grads
-
-    def train_step(self, x, t, optimizer):
-        optimizer.update(self.params, self.gradient(x, t))
-
-
-class NumpySGD:
-    """The book's ``SGD``: ``params[key] -= lr * grads[key]``."""
-
-    def __init__(self, lr=0.01):
-        self.lr = lr
-
-    def update(self, params, grads):
-        for key in params:
-            params[key] -= self.lr * grads[key]
-
-
-class NumpyAdam:
-    """The book's ``Adam``: moving averages ``m``, ``v`` and the bias-corrected step
-    ``lr_t``, state allocated on the first update. ``lr_t`` is a Python float, so float32
-    parameters are updated in float32 (a NumPy float64 scalar would promote every
-    temporary to float64 under NumPy 2's rules)."""
-
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
-        self.iter = 0
-        self.m = self.v = None
-
-    def update(self, params, grads):
-        if self.m is None:
-            self.m = {key: np.zeros_like(p) for key, p in params.items()}
-            self.v = {key: np.zeros_like(p) for key, p in params.items()}
-        self.iter += 1
-        lr_t = float(self.lr * np.sqrt(1.0 - self.beta2 ** self.iter)
-                     / (1.0 - self.beta1 ** self.iter))
-        for key in params:
-            g, m, v = grads[key], self.m[key], self.v[key]
-            m += (1 - self.beta1) * (g - m)
-            v += (1 - self.beta2) * (g ** 2 - v)
-            params[key] -= lr_t * m / (np.sqrt(v) + 1e-7)
-
-
-NUMPY_OPTIMIZERS = {"sgd": NumpySGD, "adam": NumpyAdam}
+#: The book's ch. 6 ``MultiLayerNet`` (ReLU) and its ``SGD`` and ``Adam`` (fastbp/baseline.py).
+NumpyMultiLayerNet = baseline.MultiLayerNet
+NumpySGD = baseline.SGD
+NumpyAdam = baseline.Adam
+NUMPY_OPTIMIZERS = baseline.OPTIMIZERS
 
 # -- speed-up measurement for the track_speedup_* benchmarks ---------------------------------
 

@@ -3,6 +3,7 @@
     python benchmarks/compare_frameworks.py               # TwoLayerNet; batches 1, 100, 10000
     python benchmarks/compare_frameworks.py --rounds 20 --batches 1 100
     python benchmarks/compare_frameworks.py --model mlp4  # MultiLayerNet 784-100x4-10, Adam
+    python benchmarks/compare_frameworks.py --model convnet --batches 1 100 1000  # SimpleConvNet
 
 Two networks (``--model``):
 
@@ -13,13 +14,21 @@ Two networks (``--model``):
 * ``mlp4``: the book's ch. 6 MultiLayerNet 784-100-100-100-100-10 (ReLU), one Adam step
   (lr 0.001, betas 0.9 / 0.999, eps 1e-7 as the book). fastbp ``MultiLayerNet.train_step``
   with ``fastbp.optimizers.Adam``; the book's NumPy ``MultiLayerNet`` and ``Adam``
-  (``NumpyMultiLayerNet`` / ``NumpyAdam`` of ``benchmarks/common.py``, shared with the asv
-  suite); PyTorch eager (``nn.Sequential`` of ``Linear``/``ReLU``, ``cross_entropy``,
-  ``optim.Adam``, whose eps is added to the bias-corrected ``sqrt(v)``, the book's to the
-  uncorrected one: the same work, slightly different steps); one ``jax.jit`` function
+  (``fastbp.baseline``, shared with the asv suite); PyTorch eager (``nn.Sequential`` of
+  ``Linear``/``ReLU``, ``cross_entropy``, ``optim.Adam``, whose eps is added to the
+  bias-corrected ``sqrt(v)``, the book's to the uncorrected one: the same work, slightly
+  different steps); one ``jax.jit`` function
   doing forward, gradient and Adam (written in ``jax.numpy`` with the book's arithmetic);
   and every matrix product of the step alone (5 forward, 5 weight gradients, 4 input
   gradients: 14 GEMMs).
+* ``convnet``: the book's ch. 7 SimpleConvNet (conv 30 filters 5x5, ReLU, 2x2 max pool,
+  Affine 4320-100, ReLU, Affine 100-10), one Adam step as for ``mlp4``. fastbp
+  ``SimpleConvNet.train_step``; the book's own ``ch07/simple_convnet.py`` and
+  ``common/optimizer.py`` Adam (im2col; imported from ``../shared/book-reference`` or
+  ``$FASTBP_BOOK_REFERENCE``, "missing" without it; its im2col buffers are float64 as the
+  book allocates them); PyTorch eager (``nn.Conv2d``, ``nn.MaxPool2d``, ``optim.Adam``); a
+  ``jax.jit`` step (``lax.conv_general_dilated``, ``lax.reduce_window``, the book's Adam);
+  and the five GEMMs of the affine layers alone.
 
 Every framework runs in its own process (their thread pools disturb each other inside one).
 All processes start first, set up and warm up every batch size, then take turns in short
@@ -61,16 +70,29 @@ ADAM_LR, ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.001, 0.9, 0.999, 1e-7
 MODELS = {
     "twolayer": "TwoLayerNet 784-50-10, float32, SGD step (lr 0.1)",
     "mlp4": "MultiLayerNet 784-100x4-10, float32, Adam step (lr 0.001)",
+    "convnet": "SimpleConvNet conv30x5x5-pool-100-10, float32, Adam step (lr 0.001)",
 }
-#: Environment variables that pin OpenBLAS's kernel choice; the workers run without them.
-OPENBLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: The chapter-7 network: 30 filters 5x5 on 28x28 images, 2x2 pooling, 100 hidden units.
+CONV_FN, CONV_FS, CONV_HIDDEN = 30, 5, 100
+CONV_POOLED = CONV_FN * 12 * 12
+# The workers run without the OpenBLAS pins and report their BLAS (benchmarks/blas_env.py).
+try:  # asv imports every module of benchmarks/ as part of the package
+    from .blas_env import OPENBLAS_PINS, blas_lines as blas_info, unpinned_env
+except ImportError:  # run as a script: this folder is first on sys.path
+    from blas_env import OPENBLAS_PINS, blas_lines as blas_info, unpinned_env
+
+
+#: Input data (``--data``) by the fraction of zero pixels: ``mnist-like`` has MNIST's 81 %,
+#: ``dense`` none. Only fastbp's batch <= 24 paths skip zeros, so the two differ there.
+ZERO_FRACTION = {"mnist-like": 0.81, "dense": 0.0}
+_data_kind = "mnist-like"  # set by main() and passed on to the workers
 
 
 def _data(n, seed=0):
     import numpy as np
     rng = np.random.default_rng(seed)
     x = rng.random((n, D), dtype=np.float32)
-    x[rng.random((n, D)) < 0.81] = 0
+    x[rng.random((n, D)) < ZERO_FRACTION[_data_kind]] = 0
     t = rng.integers(0, C, n)
     return x, t
 
@@ -113,68 +135,10 @@ def setup_fastbp(n):
 def setup_numpy(n):
     # The book's ch05 TwoLayerNet (Affine / Relu / SoftmaxWithLoss layers, gradient + the
     # update loop), in float32: what "plain NumPy" means for this network.
-    import numpy as np
-
-    class Relu:
-        def forward(self, x):
-            self.mask = (x <= 0)
-            out = x.copy()
-            out[self.mask] = 0
-            return out
-
-        def backward(self, dout):
-            dout[self.mask] = 0
-            return dout
-
-    class Affine:
-        def __init__(self, W, b):
-            self.W, self.b = W, b
-
-        def forward(self, x):
-            self.x = x
-            return np.dot(x, self.W) + self.b
-
-        def backward(self, dout):
-            dx = np.dot(dout, self.W.T)
-            self.dW = np.dot(self.x.T, dout)
-            self.db = np.sum(dout, axis=0)
-            return dx
-
-    def softmax(x):
-        x = x - np.max(x, axis=-1, keepdims=True)
-        return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
-
-    class SoftmaxWithLoss:
-        def forward(self, x, t):
-            self.t = t
-            self.y = softmax(x)
-            n = x.shape[0]
-            return -np.sum(np.log(self.y[np.arange(n), t] + 1e-7)) / n
-
-        def backward(self, dout=1):
-            n = self.t.shape[0]
-            dx = self.y.copy()
-            dx[np.arange(n), self.t] -= 1
-            return dx / n
-
-    W1, b1, W2, b2 = _init()
-    params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
-    layers = [Affine(W1, b1), Relu(), Affine(W2, b2)]
-    last = SoftmaxWithLoss()
+    from fastbp.baseline import TwoLayerNet
+    net = TwoLayerNet(dict(zip(("W1", "b1", "W2", "b2"), _init())))
     x, t = _data(n)
-
-    def step():
-        y = x
-        for layer in layers:
-            y = layer.forward(y)
-        last.forward(y, t)
-        dout = last.backward(1)
-        for layer in reversed(layers):
-            dout = layer.backward(dout)
-        grads = {"W1": layers[0].dW, "b1": layers[0].db, "W2": layers[2].dW, "b2": layers[2].db}
-        for k in params:
-            params[k] -= LR * grads[k]
-    return step
+    return lambda: net.train_step(x, t, LR)
 
 
 def setup_torch(n):
@@ -253,11 +217,10 @@ def setup_fastbp_mlp4(n):
 
 
 def setup_numpy_mlp4(n):
-    # The book's MultiLayerNet and Adam, as the asv suite has them (benchmarks/common.py:
-    # this script's folder is first on sys.path).
-    import common
-    net = common.NumpyMultiLayerNet(_init_mlp())
-    opt = common.NumpyAdam(lr=ADAM_LR, beta1=ADAM_BETA1, beta2=ADAM_BETA2)
+    # The book's MultiLayerNet and Adam, as the asv suite has them.
+    from fastbp.baseline import Adam, MultiLayerNet
+    net = MultiLayerNet(_init_mlp())
+    opt = Adam(lr=ADAM_LR, beta1=ADAM_BETA1, beta2=ADAM_BETA2)
     x, t = _data(n)
     return lambda: net.train_step(x, t, opt)
 
@@ -346,28 +309,167 @@ def setup_gemm_mlp4(n):
     return step
 
 
+# -- the contenders, SimpleConvNet with Adam --------------------------------------------
+
+def _init_convnet(seed=0):
+    """``{"W1": (30, 1, 5, 5), "b1", "W2": (4320, 100), "b2", "W3": (100, 10), "b3"}``:
+    the book's ``weight_init_std=0.01`` draws, zero biases, float32."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    shapes = {"W1": (CONV_FN, 1, CONV_FS, CONV_FS), "W2": (CONV_POOLED, CONV_HIDDEN),
+              "W3": (CONV_HIDDEN, C)}
+    params = {}
+    for i, (key, shape) in enumerate(shapes.items(), 1):
+        params[key] = (0.01 * rng.standard_normal(shape)).astype(np.float32)
+        params[f"b{i}"] = np.zeros(shape[1] if i > 1 else shape[0], np.float32)
+    return params
+
+
+def _images(n):
+    x, t = _data(n)
+    return x.reshape(n, 1, 28, 28), t
+
+
+def setup_fastbp_convnet(n):
+    import numpy as np
+    import fastbp
+    net = fastbp.SimpleConvNet(dtype=np.float32, seed=0)
+    for key, value in _init_convnet().items():
+        net.params[key][...] = value
+    opt = fastbp.optimizers.Adam(lr=ADAM_LR, beta1=ADAM_BETA1, beta2=ADAM_BETA2)
+    x, t = _images(n)
+    return lambda: net.train_step(x, t, opt)
+
+
+def _book_module(name):
+    """A module of the book's code (``../shared/book-reference``, MIT), imported as is."""
+    import importlib
+    root = os.environ.get("FASTBP_BOOK_REFERENCE", os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "book-reference"))
+    if not os.path.isdir(os.path.join(root, "ch07")):
+        raise ImportError(f"the book's code is not at {os.path.abspath(root)}")
+    for folder in (os.path.join(root, "ch07"), root):
+        if folder not in sys.path:  # first: the book's `common` package, not benchmarks/common.py
+            sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def setup_numpy_convnet(n):
+    # The book's own SimpleConvNet (im2col) and Adam, parameters float32.
+    net = _book_module("simple_convnet").SimpleConvNet()
+    for key, value in _init_convnet().items():
+        net.params[key] = value.copy()
+    for i, key in enumerate(("Conv1", "Affine1", "Affine2"), 1):
+        net.layers[key].W, net.layers[key].b = net.params[f"W{i}"], net.params[f"b{i}"]
+    opt = _book_module("common.optimizer").Adam(lr=ADAM_LR, beta1=ADAM_BETA1,
+                                                beta2=ADAM_BETA2)
+    x, t = _images(n)
+
+    def step():
+        opt.update(net.params, net.gradient(x, t))
+    return step
+
+
+def setup_torch_convnet(n):
+    # Eager PyTorch as a user would write it: nn.Conv2d, nn.MaxPool2d, optim.Adam.
+    import torch
+    torch.set_num_threads(2)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, CONV_FN, CONV_FS), nn.ReLU(), nn.MaxPool2d(2, 2),
+                          nn.Flatten(), nn.Linear(CONV_POOLED, CONV_HIDDEN), nn.ReLU(),
+                          nn.Linear(CONV_HIDDEN, C))
+    init = _init_convnet()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.from_numpy(init["W1"]))
+        model[0].bias.zero_()
+        model[4].weight.copy_(torch.from_numpy(init["W2"].T.copy()))
+        model[4].bias.zero_()
+        model[6].weight.copy_(torch.from_numpy(init["W3"].T.copy()))
+        model[6].bias.zero_()
+    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR, betas=(ADAM_BETA1, ADAM_BETA2),
+                           eps=ADAM_EPS)
+    x, t = _images(n)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    lossf = torch.nn.functional.cross_entropy
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(xt), tt)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def setup_jax_convnet(n):
+    # Forward, gradient and the book's Adam in one jitted function.
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    def loss_fn(p, x, t):
+        z = lax.conv_general_dilated(x, p[0], (1, 1), "VALID",
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        z = jax.nn.relu(z + p[1][None, :, None, None])
+        z = lax.reduce_window(z, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+        h = jax.nn.relu(z.reshape(z.shape[0], -1) @ p[2] + p[3])
+        y = h @ p[4] + p[5]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(y), t[:, None], axis=1))
+
+    @jax.jit
+    def train(p, m, v, it, x, t):
+        loss, g = jax.value_and_grad(loss_fn)(p, x, t)
+        it = it + 1
+        lr_t = ADAM_LR * jnp.sqrt(1 - ADAM_BETA2 ** it) / (1 - ADAM_BETA1 ** it)
+        m = tuple(a + (1 - ADAM_BETA1) * (b - a) for a, b in zip(m, g))
+        v = tuple(a + (1 - ADAM_BETA2) * (b * b - a) for a, b in zip(v, g))
+        p = tuple(a - lr_t * b / (jnp.sqrt(c) + ADAM_EPS) for a, b, c in zip(p, m, v))
+        return p, m, v, it, loss
+
+    p = tuple(jnp.asarray(a) for a in _init_convnet().values())  # W1, b1, W2, ...
+    state = [p, tuple(jnp.zeros_like(a) for a in p), tuple(jnp.zeros_like(a) for a in p),
+             jnp.float32(0)]
+    x, t = _images(n)
+    xj, tj = jnp.asarray(x), jnp.asarray(t.astype("int32"))
+
+    def step():
+        p, m, v, it, loss = train(*state, xj, tj)
+        state[:] = p, m, v, it
+        loss.block_until_ready()
+    return step
+
+
+def setup_gemm_convnet(n):
+    # The affine layers' products of a step: h @ W2, a @ W3 (forward), h.T @ dz, a.T @ dy
+    # (weight gradients), dz @ W2.T (the gradient reaching the pooling layer).
+    import numpy as np
+    init = _init_convnet()
+    rng = np.random.default_rng(1)
+    h = rng.random((n, CONV_POOLED), dtype=np.float32)
+    a = np.empty((n, CONV_HIDDEN), np.float32)
+    y = np.empty((n, C), np.float32)
+    dz = rng.standard_normal((n, CONV_HIDDEN)).astype(np.float32)
+    dy = rng.standard_normal((n, C)).astype(np.float32)
+    dW2, dW3 = np.empty_like(init["W2"]), np.empty_like(init["W3"])
+    dh = np.empty_like(h)
+
+    def step():
+        np.dot(h, init["W2"], out=a)
+        np.dot(a, init["W3"], out=y)
+        np.dot(a.T, dy, out=dW3)
+        np.dot(h.T, dz, out=dW2)
+        np.dot(dz, init["W2"].T, out=dh)
+    return step
+
+
 SETUPS = {
     "twolayer": {"fastbp": setup_fastbp, "numpy": setup_numpy, "torch": setup_torch,
                  "jax": setup_jax, "gemm": setup_gemm},
     "mlp4": {"fastbp": setup_fastbp_mlp4, "numpy": setup_numpy_mlp4, "torch": setup_torch_mlp4,
              "jax": setup_jax_mlp4, "gemm": setup_gemm_mlp4},
+    "convnet": {"fastbp": setup_fastbp_convnet, "numpy": setup_numpy_convnet,
+                "torch": setup_torch_convnet, "jax": setup_jax_convnet,
+                "gemm": setup_gemm_convnet},
 }
-
-
-def blas_info():
-    """The BLAS libraries loaded in this process, one line each (threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return ["(threadpoolctl not installed: BLAS unknown)"]
-    lines = [f"{i.get('internal_api')} {i.get('version')}, kernel {i.get('architecture')}, "
-             f"{i.get('num_threads')} threads ({os.path.basename(i.get('filepath', ''))})"
-             for i in threadpool_info() if i.get("user_api") == "blas"]
-    if "torch" in sys.modules:  # PyTorch links its BLAS statically: threadpoolctl misses it
-        import re
-        torch_blas = re.findall(r"BLAS_INFO=(\w+)", sys.modules["torch"].__config__.show())
-        lines.append(f"torch's own {torch_blas[0] if torch_blas else 'unknown'} (linked in)")
-    return lines or ["no BLAS library seen by threadpoolctl"]
 
 
 def worker(name, batches, model="twolayer"):
@@ -376,6 +478,8 @@ def worker(name, batches, model="twolayer"):
     try:
         if name in ("torch", "jax"):
             __import__(name)
+        if name == "numpy" and model == "convnet":
+            _book_module("simple_convnet")  # the book's own code: "missing" without it
     except ImportError:
         print(json.dumps({"missing": True}), flush=True)
         return
@@ -408,8 +512,9 @@ class _Worker:
         self.name = name
         self.err = tempfile.TemporaryFile("w+")
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--model", model,
+               "--data", _data_kind,
                "--batches", *map(str, batches)]
-        env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_PINS}
+        env = unpinned_env()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.err, text=True, env=env)
 
@@ -450,9 +555,17 @@ def main(argv=None):
     p.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS), choices=FRAMEWORKS)
     p.add_argument("--model", choices=list(MODELS), default="twolayer",
                    help="twolayer: TwoLayerNet 784-50-10 with SGD (default); mlp4: "
-                        "MultiLayerNet 784-100x4-10 with Adam")
+                        "MultiLayerNet 784-100x4-10 with Adam; convnet: SimpleConvNet with "
+                        "Adam")
+    p.add_argument("--data", choices=list(ZERO_FRACTION), default="mnist-like",
+                   help="input pixels: mnist-like (81 %% zeros, default) or dense (no zeros)")
+    p.add_argument("--json", metavar="PATH",
+                   help="also write every slice median and each worker's BLAS to PATH "
+                        "(read by scripts/perf_page.py)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global _data_kind
+    _data_kind = args.data
     if args.worker:
         return worker(args.worker, args.batches, args.model)
 
@@ -464,7 +577,9 @@ def main(argv=None):
     pinned = [f"{k}={os.environ[k]}" for k in OPENBLAS_PINS if k in os.environ]
     if pinned:
         print(f"workers run without {', '.join(pinned)} (OpenBLAS picks its own kernels)")
-    print(f"{MODELS[args.model]}; batches {', '.join(map(str, args.batches))}", flush=True)
+    print(f"{MODELS[args.model]}; {args.data} data; batches {', '.join(map(str, args.batches))}",
+          flush=True)
+    blas = {}  # framework -> its worker's BLAS libraries (threadpoolctl)
     for f in fws:  # one at a time: set-up and compilation are not what is compared
         w = _Worker(f, args.batches, args.model)
         ready = w.reply()
@@ -473,7 +588,8 @@ def main(argv=None):
             w.close()
         else:
             workers[f] = w
-            print(f"BLAS in the {f} worker: " + "; ".join(ready.get("blas", [])), flush=True)
+            blas[f] = ready.get("blas", [])
+            print(f"BLAS in the {f} worker: " + "; ".join(blas[f]), flush=True)
     try:
         for r in range(args.rounds):
             for n in args.batches:
@@ -506,7 +622,8 @@ def main(argv=None):
           f"interleaved slices of {args.seconds} s (min-max of the slice medians)")
     names = {"fastbp": "fastbp", "numpy": "NumPy (book)", "torch": "PyTorch eager",
              "jax": "JAX jit",
-             "gemm": "2 GEMMs alone" if args.model == "twolayer" else "14 GEMMs alone"}
+             "gemm": {"twolayer": "2 GEMMs alone", "mlp4": "14 GEMMs alone",
+                      "convnet": "5 affine GEMMs alone"}[args.model]}
     print("| batch | " + " | ".join(names[f] for f in fws) + " | fastbp speed-up |")
     print("|---" * (len(fws) + 2) + "|")
     for n in args.batches:
@@ -538,6 +655,14 @@ def main(argv=None):
             r = [_speedup(f, m, o) for m, o in zip(mine, theirs)]
             row.append(f"{np.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
         print(f"| {n} | " + " | ".join(row) + " |")
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"model": args.model, "title": MODELS[args.model], "data": args.data,
+                       "rounds": args.rounds, "slice": args.seconds, "batches": args.batches,
+                       "frameworks": fws, "names": names, "absent": absent, "blas": blas,
+                       "seconds": {f: {str(n): v for n, v in results[f].items()}
+                                   for f in fws}}, fh, indent=1)
 
 
 if __name__ == "__main__":

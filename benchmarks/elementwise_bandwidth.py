@@ -11,10 +11,19 @@ go to preallocated buffers already touched once, so page faults are not timed.
 import argparse
 import time
 
-import numpy as np
-from numba import njit, prange
+# OpenBLAS picks its own kernels in a benchmark run: unset its pins before NumPy loads it
+# (benchmarks/blas_env.py).
+try:  # asv imports every module of benchmarks/ as part of the package
+    from . import blas_env
+except ImportError:  # run as a script: this folder is first on sys.path
+    import blas_env
 
-from fastbp import kernels as K
+_UNPINNED = blas_env.unpin()
+
+import numpy as np  # noqa: E402
+from numba import njit, prange  # noqa: E402
+
+from fastbp import kernels as K  # noqa: E402
 
 
 @njit(parallel=True, cache=True)
@@ -29,6 +38,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = p.parse_args(argv)
+    blas_env.report(_UNPINNED)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(args.n).astype(args.dtype)
     g = rng.standard_normal(args.n).astype(args.dtype)

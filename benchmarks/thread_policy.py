@@ -12,9 +12,13 @@ TwoLayerNet 784-50-10, same data as ``compare_frameworks.py``; rounds alternate.
 import argparse
 import itertools
 import json
-import os
 import subprocess
 import sys
+
+try:  # asv imports every module of benchmarks/ as part of the package
+    from . import blas_env
+except ImportError:  # run as a script: this folder is first on sys.path
+    import blas_env
 
 CHILD = r"""
 import sys, json, time
@@ -39,6 +43,9 @@ with threadpool_limits(bt, user_api="blas"):
             t0 = time.perf_counter(); net.train_step(x, t, 0.01); ts.append(time.perf_counter() - t0)
         out[n] = float(np.median(ts))
 out["layer"] = numba.threading_layer()
+from threadpoolctl import threadpool_info
+out["kernels"] = sorted({str(i.get("architecture")) for i in threadpool_info()
+                         if i.get("user_api") == "blas"})
 print(json.dumps(out))
 """
 
@@ -52,10 +59,11 @@ def main(argv=None):
     configs = list(itertools.product(args.layers, (1, 2), (1, 2)))
     res = {c: {n: [] for n in args.batches} for c in configs}
     used = {}
+    kernels = set()  # OpenBLAS kernels the children loaded (they run without the pins)
     for r in range(args.rounds):
         for c in (configs if r % 2 == 0 else configs[::-1]):
             layer, nt, bt = c
-            env = dict(os.environ)
+            env = blas_env.unpinned_env()  # OpenBLAS picks its own kernels
             env.pop("NUMBA_THREADING_LAYER", None)
             if layer != "policy":
                 env["NUMBA_THREADING_LAYER"] = layer
@@ -67,9 +75,11 @@ def main(argv=None):
                 continue
             out = json.loads(proc.stdout.strip().splitlines()[-1])
             used[c] = out["layer"]
+            kernels.update(out.get("kernels", []))
             for n in args.batches:
                 res[c][n].append(out[str(n)])
     import numpy as np
+    print(f"OpenBLAS kernel: {', '.join(sorted(kernels)) or 'unknown'}")
     print("| threading layer | Numba threads | BLAS threads | "
           + " | ".join(f"batch {n} us" for n in args.batches) + " |")
     print("|---|---|---|" + "---|" * len(args.batches))

@@ -13,9 +13,10 @@
 """
 from . import threads  # noqa: F401  (first: picks Numba's threading layer before any kernel runs)
 from . import optimizers
-from .layers import (Affine, AddLayer, BatchNormalization, Dropout, MulLayer, Relu, Sigmoid,
-                     SoftmaxWithLoss)
+from .layers import (Affine, AddLayer, BatchNormalization, Convolution, Dropout, MulLayer,
+                     Pooling, Relu, Sigmoid, SoftmaxWithLoss)
 from .multilayer import MultiLayerNet, MultiLayerNetExtend
+from .convnet import SimpleConvNet
 from .network import TwoLayerNet, gradient_check
 from .trainer import Trainer
 from .threads import get_num_threads, set_num_threads
@@ -25,5 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "MulLayer", "AddLayer", "Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout",
     "BatchNormalization", "TwoLayerNet", "MultiLayerNet", "MultiLayerNetExtend", "optimizers", "Trainer",
+    "SimpleConvNet", "Convolution", "Pooling",
     "gradient_check", "set_num_threads", "get_num_threads",
 ]

@@ -9,16 +9,19 @@ figure is the minimum per-call time over `repeat` alternating samples of at leas
 timed. Inputs are seeded and MNIST-like (784 pixels in [0, 1], half of them 0; hidden
 pre-activations of the book's network, about half negative).
 
-The asv suite in ``benchmarks/`` measures the same things over the project's history; its
-baselines live in ``benchmarks/common.py`` (kept apart so they never change with the code
-under test).
+The NumPy side is :mod:`fastbp.baseline`, the same code the asv suite in ``benchmarks/``
+measures over the project's history.
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
+from . import baseline as B
 from . import kernels as K
 
 D, H, C = 784, 50, 10
@@ -29,70 +32,6 @@ BATCH_SIZES = (1, 8, 32, 100, 256, 1024, 4096, 10000)
 NAMES = ("relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
          "affine_forward", "affine_backward", "affine_backward_no_dx",
          "softmax_cross_entropy", "train_step")
-
-
-# -- plain-NumPy baselines (same as benchmarks/common.py) -------------------------------------
-
-def _np_sigmoid(x, out):
-    np.negative(x, out=out)
-    np.exp(out, out=out)
-    out += 1
-    np.reciprocal(out, out=out)
-
-
-def _np_sigmoid_backward(y, dout, dx):
-    np.subtract(1, y, out=dx)
-    dx *= y
-    dx *= dout
-
-
-def _np_affine_backward(dout, x, W, dW, db, dx=None):
-    np.dot(x.T, dout, out=dW)
-    np.sum(dout, axis=0, out=db)
-    if dx is not None:
-        np.dot(dout, W.T, out=dx)
-
-
-def _np_softmax_ce(x, t, dx):
-    n = x.shape[0]
-    y = x - x.max(axis=1, keepdims=True)
-    np.exp(y, out=y)
-    y /= y.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
-    loss = -np.sum(np.log(y[rows, t] + 1e-7)) / n
-    y[rows, t] -= 1
-    np.divide(y, n, out=dx)
-    return loss
-
-
-class _NumpyNet:
-    """The book's ch. 5 TwoLayerNet step: Affine, Relu, Affine, SoftmaxWithLoss, SGD."""
-
-    def __init__(self, W1, b1, W2, b2):
-        self.params = {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
-
-    def train_step(self, x, t, lr):
-        p = self.params
-        a = np.dot(x, p["W1"]) + p["b1"]            # Affine1
-        mask = a <= 0                                # Relu
-        h = a.copy()
-        h[mask] = 0
-        y = np.dot(h, p["W2"]) + p["b2"]             # Affine2
-        y = y - y.max(axis=1, keepdims=True)         # SoftmaxWithLoss
-        np.exp(y, out=y)
-        y /= y.sum(axis=1, keepdims=True)
-        n = len(t)
-        loss = -np.sum(np.log(y[np.arange(n), t] + 1e-7)) / n
-        y[np.arange(n), t] -= 1
-        dy = y / n
-        g = {"W2": np.dot(h.T, dy), "b2": np.sum(dy, axis=0)}
-        dh = np.dot(dy, p["W2"].T)
-        dh[mask] = 0
-        g["W1"], g["b1"] = np.dot(x.T, dh), np.sum(dh, axis=0)
-        np.dot(dh, p["W1"].T)                        # Affine1's dx: the book computes it too
-        for k, v in p.items():
-            v -= lr * g[k]
-        return loss
 
 
 # -- cases -------------------------------------------------------------------------------------
@@ -116,7 +55,7 @@ def _cases(n, dtype):
     x, t, W1, b1, W2, b2 = _data(n, dtype)
     a = x @ W1 + b1                                   # hidden pre-activations
     y = np.empty_like(a)
-    _np_sigmoid(a, y)
+    B.np_sigmoid_forward(a, y)
     dout = (0.01 * np.random.default_rng(1).standard_normal((n, H))).astype(dtype)
     logits = np.maximum(a, 0) @ W2 + b2
     logits = np.ascontiguousarray(5 * (logits - logits.mean()) / (logits.std() + 1e-12),
@@ -126,24 +65,24 @@ def _cases(n, dtype):
     db1, db2 = np.empty_like(b1), np.empty_like(b1)
     dx1, dx2 = np.empty_like(x), np.empty_like(x)
     g1, g2 = np.empty_like(logits), np.empty_like(logits)
-    npnet = _NumpyNet(W1.copy(), b1.copy(), W2.copy(), b2.copy())
+    npnet = B.TwoLayerNet({"W1": W1.copy(), "b1": b1.copy(), "W2": W2.copy(), "b2": b2.copy()})
     net = TwoLayerNet(D, H, C, dtype=dtype, seed=0)
     for k, v in zip(("W1", "b1", "W2", "b2"), (W1, b1, W2, b2)):
         net.params[k][...] = v
     return {
-        "relu_forward": (lambda: np.maximum(a, 0, out=o1), lambda: K.relu_forward(a, o2)),
-        "relu_backward": (lambda: np.multiply(dout, a > 0, out=o1),
+        "relu_forward": (lambda: B.np_relu_forward(a, o1), lambda: K.relu_forward(a, o2)),
+        "relu_backward": (lambda: B.np_relu_backward(a, dout, o1),
                           lambda: K.relu_backward(a, dout, o2)),
-        "sigmoid_forward": (lambda: _np_sigmoid(a, o1), lambda: K.sigmoid_forward(a, o2)),
-        "sigmoid_backward": (lambda: _np_sigmoid_backward(y, dout, o1),
+        "sigmoid_forward": (lambda: B.np_sigmoid_forward(a, o1), lambda: K.sigmoid_forward(a, o2)),
+        "sigmoid_backward": (lambda: B.np_sigmoid_backward(y, dout, o1),
                              lambda: K.sigmoid_backward(y, dout, o2)),
-        "affine_forward": (lambda: (np.dot(x, W1, out=o1), np.add(o1, b1, out=o1)),
+        "affine_forward": (lambda: B.np_affine_forward(x, W1, b1, o1),
                            lambda: K.affine_forward(x, W1, b1, o2)),
-        "affine_backward": (lambda: _np_affine_backward(dout, x, W1, dW1, db1, dx1),
+        "affine_backward": (lambda: B.np_affine_backward(dout, x, W1, dW1, db1, dx1),
                             lambda: K.affine_backward(dout, x, W1, dW2, db2, dx2)),
-        "affine_backward_no_dx": (lambda: _np_affine_backward(dout, x, W1, dW1, db1),
+        "affine_backward_no_dx": (lambda: B.np_affine_backward(dout, x, W1, dW1, db1),
                                   lambda: K.affine_backward(dout, x, W1, dW2, db2)),
-        "softmax_cross_entropy": (lambda: _np_softmax_ce(logits, t, g1),
+        "softmax_cross_entropy": (lambda: B.np_softmax_cross_entropy(logits, t, g1),
                                   lambda: K.softmax_cross_entropy(logits, t, g2)),
         "train_step": (lambda: npnet.train_step(x, t, LR), lambda: net.train_step(x, t, LR)),
     }
@@ -162,7 +101,8 @@ def _calls_per_sample(fn, min_sample):
         number *= 2
 
 
-def time_pair(numpy_fn, fastbp_fn, repeat=5, min_sample=0.002):
+def time_pair(numpy_fn: Callable[[], object], fastbp_fn: Callable[[], object], repeat: int = 5,
+              min_sample: float = 0.002) -> tuple[float, float]:
     """Minimum seconds per call of each function over `repeat` alternating samples."""
     for _ in range(3):                      # compile / load every code path first
         numpy_fn()
@@ -180,8 +120,9 @@ def time_pair(numpy_fn, fastbp_fn, repeat=5, min_sample=0.002):
     return best[0], best[1]
 
 
-def run_bench(batch_sizes=BATCH_SIZES, dtype=np.float32, repeat=5, names=NAMES,
-              min_sample=0.002, progress=None):
+def run_bench(batch_sizes: Sequence[int] = BATCH_SIZES, dtype: DTypeLike = np.float32,
+              repeat: int = 5, names: Sequence[str] = NAMES, min_sample: float = 0.002,
+              progress: Callable[[str, int], None] | None = None) -> list[dict]:
     """Time every benchmark in `names` at every batch size.
 
     Parameters
@@ -237,7 +178,7 @@ def _fmt_time(s):
     return f"{s:.2f} s"
 
 
-def format_table(rows):
+def format_table(rows: list[dict]) -> str:
     """The rows as a plain-text table: benchmark, batch, NumPy, fastbp, speed-up."""
     head = f"{'benchmark':<22} {'batch':>6} {'numpy':>11} {'fastbp':>11} {'speedup':>8}"
     lines = [head, "-" * len(head)]
@@ -251,7 +192,7 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def plot(rows, path, title=None):
+def plot(rows: list[dict], path: str | os.PathLike, title: str | None = None) -> str | os.PathLike:
     """Write a PNG of speed-up (NumPy time / fastbp time) against batch size, one line per
     benchmark (log-log axes, a dashed line at 1x); returns `path`."""
     import matplotlib

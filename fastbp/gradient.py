@@ -1,8 +1,10 @@
 """Central-difference gradients, as the book's ``common/gradient.py``."""
+from collections.abc import Callable
+
 import numpy as np
 
 
-def numerical_gradient(f, x, h=1e-4):
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Central-difference gradient of ``f(x)`` with respect to the array `x`.
 
     Parameters

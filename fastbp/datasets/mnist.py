@@ -79,8 +79,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "http://yann.lecun.com/exdb/mnist/",
         ),
         checksums={
-            "train-images-idx3-ubyte.gz": ("sha256", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-            "train-labels-idx1-ubyte.gz": ("sha256", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+            "train-images-idx3-ubyte.gz": ("sha256", "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),  # noqa: E501
+            "train-labels-idx1-ubyte.gz": ("sha256", "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),  # noqa: E501
             "t10k-images-idx3-ubyte.gz": ("sha256", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
             "t10k-labels-idx1-ubyte.gz": ("sha256", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
         },
@@ -193,7 +193,8 @@ def _find_file(spec: DatasetSpec, fname: str, data_dir, download: bool, progress
             errors.append(str(exc))
     reasons = "\n  ".join(errors)
     raise DatasetNotFoundError(
-        f"{spec.name} file {fname} not found locally and the download failed ({errors[-1] if errors else 'no mirror'}).\n"
+        f"{spec.name} file {fname} not found locally and the download failed "
+        f"({errors[-1] if errors else 'no mirror'}).\n"
         f"Searched: {where}\nDownload errors:\n  {reasons}\n{hint}"
     )
 
@@ -263,7 +264,8 @@ def load_split(
     images = read_idx(img_path, ndim=3)
     labels = read_idx(lbl_path, ndim=1)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise ValueError(f"{img_path}, {lbl_path}: expected unsigned-byte IDX data, found {images.dtype}/{labels.dtype}")
+        raise ValueError(f"{img_path}, {lbl_path}: expected unsigned-byte IDX data, "
+                         f"found {images.dtype}/{labels.dtype}")
     if images.shape[1:] != (28, 28):
         raise ValueError(f"{img_path}: expected 28x28 images, found {images.shape[1]}x{images.shape[2]}")
     if images.shape[0] != labels.shape[0]:
@@ -305,12 +307,9 @@ def load_mnist(
     normalize, flatten, one_hot_label : bool, optional
         As in the book; see :func:`load_split`.
     dataset : {"mnist", "fashion-mnist"}, optional
-    data_dir : str or os.PathLike, optional
-        Folder holding ``mnist/`` and/or ``fashion-mnist/``; searched first.
-    download : bool, optional
-        Download missing files into the cache (default ``True``).
-    progress : bool or None, optional
-        Download progress bar; ``None`` shows it only on a terminal.
+    data_dir, download, progress : optional
+        Where files are looked for first, whether missing files are downloaded, and the
+        download progress bar: as in :func:`load_split`.
 
     Returns
     -------

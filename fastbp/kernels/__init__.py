@@ -12,8 +12,14 @@ here can be called from your own ``@njit`` code::
         affine_forward(x, W, b, h)
         relu_forward(h, h)
 """
-from .activations import relu_backward, relu_forward, sigmoid_backward, sigmoid_forward
+from . import _cache  # noqa: F401  (first: before any cache=True kernel is decorated)
+from ._blas import blas_binding
+from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
+                          tanh_backward, tanh_forward)
 from .affine import affine_backward, affine_forward, column_sum
+from .conv import (conv2d_backward, conv2d_forward, conv_output_size, conv_relu_pool_backward,
+                   conv_relu_pool_forward, crp_backward_work_size, crp_scratch_size,
+                   maxpool_backward, maxpool_forward)
 from .batchnorm import (EPS_BN, batchnorm_backward, batchnorm_work_rows,
                         batchnorm_forward_eval, batchnorm_forward_train)
 from .dropout import dropout_backward, dropout_forward, dropout_mask
@@ -24,7 +30,9 @@ from .network import train_step_labels, two_layer_step
 from .softmax import softmax_cross_entropy, softmax_cross_entropy_rows
 
 __all__ = [
+    "blas_binding",
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
+    "tanh_forward", "tanh_backward",
     "affine_forward", "affine_backward", "column_sum",
     "softmax_cross_entropy", "softmax_cross_entropy_rows", "sgd_update", "two_layer_step",
     "train_step_labels",
@@ -32,4 +40,7 @@ __all__ = [
     "batchnorm_work_rows", "EPS_BN", "dropout_mask", "dropout_forward", "dropout_backward",
     "sgd_decay_update", "momentum_update", "nesterov_update", "adagrad_update",
     "rmsprop_update", "adam_update", "optimizer_update",
+    "conv2d_forward", "conv2d_backward", "conv_output_size", "maxpool_forward",
+    "maxpool_backward", "conv_relu_pool_forward", "conv_relu_pool_backward",
+    "crp_scratch_size", "crp_backward_work_size",
 ]

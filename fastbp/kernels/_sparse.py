@@ -1,8 +1,8 @@
 """Zero-skipping building blocks for the batch <= SMALL_BATCH training step, in LLVM IR.
 
 MNIST-like inputs are ~80 % zeros, so at batch 1 the step's two large products touch only
-the rows of W1 whose input is non-zero. Written as plain Numba loops, both products ran at
-~10 ns per non-zero input (1.4 us each for a digit's ~150):
+the rows of W1 whose input is non-zero. Written as plain Numba loops, both products were
+slow (figures in docs/decisions/small-batch-zero-skipping.md):
 
 - the scan for non-zeros mispredicts a branch on about every non-zero;
 - ``h[i] += x[i, k] * W1[k]`` keeps ``h``'s row in memory, a store-to-load chain per
@@ -11,9 +11,8 @@ the rows of W1 whose input is non-zero. Written as plain Numba loops, both produ
 Here the non-zero columns of a row are listed first, 8 inputs at a time without a branch
 (compare, ``movmskps``, a table of bit positions, ``popcnt``): :func:`nonzero_columns`.
 Then :func:`gather_dot` sums the listed rows of W1 with up to 64 columns of ``h`` held in
-eight vector registers (listing + ``x @ W1``: 0.68 us instead of 1.52 at H = 50), and
-:func:`scatter_axpy`, its transpose, updates the listed rows of W1 with the row of ``dh``
-held in registers (1.11 us instead of 1.64).
+eight vector registers, and :func:`scatter_axpy`, its transpose, updates the listed rows
+of W1 with the row of ``dh`` held in registers; each about half the time of the plain loop.
 
 Each output element gets its terms in list order, one multiply and one add per term,
 exactly as ``h[i, j] += x[i, k] * W1[k, j]`` in a loop over ``k``: the same bits as the
@@ -130,8 +129,8 @@ def _make_kernel(nb, scatter):
             # With nb >= 2 the last block is moved back to end at column m of the pass: it
             # overlaps the block before it, whose lanes it computes with the same operations
             # in the same order (the same bits, so storing both is harmless). A masked
-            # store costs ~20 cycles on Zen 3 (scatter at batch 100: 192 vs 90 us with the
-            # last 2 of 50 columns masked); only a lone block (nb == 1) is masked.
+            # store is slow on Zen 3 (docs/decisions/small-batch-zero-skipping.md); only a
+            # lone block (nb == 1) is masked.
             masked = nb == 1
 
             def load(p, b):
@@ -205,6 +204,8 @@ def _row_pass(scatter):
     columns of ``W``: ``run(a, x, i, idx, count, W, out)``, 64 columns per pass, the kernel
     for the pass's block count picked by an if-chain (each is a separate intrinsic)."""
     k1, k2, k3, k4, k5, k6, k7, k8 = (_make_kernel(nb, scatter) for nb in range(1, 9))
+    # The if-chain's eight alike calls stay: a runtime index cannot pick among distinct
+    # intrinsics (a tuple of them is heterogeneous), so each needs its own typed call site.
 
     @register_jitable
     def run(a, x, i, idx, count, W, out):

@@ -8,10 +8,9 @@ Two code paths, picked by the amount of work (n * d * m multiply-adds):
 * everything larger: NumPy's OpenBLAS ``gemm`` called from compiled code
   (:mod:`._blas`). The forward writes the bias into each output row and lets ``gemm``
   accumulate ``X W`` onto it (``beta = 1``), so the bias costs no separate pass over the
-  product; ``X.T`` and ``W.T`` are transpose flags, never copies. Measured on 2 cores
-  (float32, 784x50): batch 100 forward 64 us with ``gemm`` vs 320 us for the zero-skipping
-  loop, backward (dW, db, dx) 122 us vs 2.7 ms; the loops only win below a few rows, where a
-  BLAS call's fixed cost (~4-10 us) dominates. OpenBLAS brings its own threads, so these
+  product; ``X.T`` and ``W.T`` are transpose flags, never copies. The loops only win below
+  a few rows, where a BLAS call's fixed cost dominates (docs/decisions/
+  blas-from-compiled-code.md). OpenBLAS brings its own threads, so these
   kernels have no Numba-parallel twin: ``gemm`` is never called inside a ``prange``.
 
 ``db`` (column sums) always comes from :func:`column_sum`, summed row after row, so it does
@@ -69,8 +68,8 @@ def matmul_t_loops(g, W, out):
     column order. `g` (n, m), `W` (d, m), `out` (n, d)."""
     # Eight outputs at a time: eight independent chains of adds instead of one (a strict
     # order of additions keeps LLVM from vectorizing a single reduction), each element
-    # still summed in column order, so the bits of one dot product at a time. 1 x 100 x
-    # 100 float32: 5.5 us with one chain.
+    # still summed in column order, so the bits of one dot product at a time (about twice
+    # as fast as one chain: docs/decisions/elementwise-kernels.md).
     n, m = g.shape
     d = W.shape[0]
     zero = out.dtype.type(0)
@@ -113,6 +112,8 @@ def fill_zero(a):
         f[p] = 0
 
 
+# product, weight_grad and input_grad share one shape (sizes, the one BLAS-or-loops test,
+# a call) but not their transposes, leading dimensions or loop kernels.
 @njit(cache=True, nogil=True)
 def product(a, W, out):
     """``out = a @ W``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else

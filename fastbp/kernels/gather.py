@@ -2,9 +2,8 @@
 
 MNIST-style images are bytes; normalized, every value is ``float32(k) / 255``. The trainer
 keeps a uint8 copy of such a training set (a quarter of the float32 bytes) and gathers each
-mini-batch from it, converting on the fly: 100 random rows of 784 took 24 us this way
-against 36 us for ``np.take`` of the float32 rows (median, 2 cores; the float32 set is
-188 MB, so every random row is a cache miss). The conversion is the loader's own
+mini-batch from it, converting on the fly: faster than ``np.take`` of the float32 rows,
+where every random row is a cache miss (docs/decisions/minibatch-gather.md). The conversion is the loader's own
 arithmetic, so the gathered batch is bit-identical to ``np.take`` of the float rows.
 """
 import numpy as np

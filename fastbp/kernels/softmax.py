@@ -68,8 +68,8 @@ def _finish_overload(x, t, dx, i, inv_s, inv_n, lse):
     if t.ndim == 2:
         return _finish
     # Labels: one branch-free pass that vectorizes, then the label's own entry. Same
-    # operations in the same order as the general form, so the same bits (batch-100
-    # training step: the softmax pass took 12 us with the per-entry branch).
+    # operations in the same order as the general form, so the same bits (a per-entry
+    # branch made the pass several times slower: docs/decisions/vectorized-exp.md).
     def labels(x, t, dx, i, inv_s, inv_n, lse):
         k = t[i]
         ek = dx[i, k]
