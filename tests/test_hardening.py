@@ -433,7 +433,9 @@ def target_case(data, n, c, dtype):
     if fault == "length":
         return labels(data, n + data.draw(st.sampled_from([-1, 1])), c), ValueError
     if fault == "width":
-        return onehot(data, n, c + data.draw(st.sampled_from([-1, 1]) if c > 1 else st.just(1)),
+        # (never one column against several classes: an (n, 1) integer array is labels
+        # there, as in the book's cross_entropy_error, which SoftmaxWithLoss follows)
+        return onehot(data, n, c + data.draw(st.sampled_from([-1, 1]) if c > 2 else st.just(1)),
                       dtype), ValueError
     if fault == "float1d":
         return labels(data, n, c).astype(np.float64), TypeError

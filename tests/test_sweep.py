@@ -332,7 +332,11 @@ def test_interrupted_sweep_resumes_without_rerunning(cluster, tmp_path):
     # Longer trials than `first` (30 epochs, 784-200x3-10), so that the interrupt lands mid-sweep.
     proc = subprocess.Popen([sys.executable, "-m", "fastbp", *SWEEP, "--address", address, "--out", str(out),
                              "--trials-per-task", "1", "--epochs", "30", "--hidden", "200x3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Ctrl-C's default action in the child, as in a terminal: a process
+                            # started in the background (`cmd &`, some CI runners) inherits SIGINT
+                            # ignored, and the interrupt would never arrive
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:

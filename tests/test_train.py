@@ -22,6 +22,16 @@ from fastbp.train import EpochRecord, accuracy, describe, plot_history, train
 from conftest import SHARED, needs_mnist_test
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own Ctrl-C handler, as in a terminal. A process started in the background
+    by a non-interactive shell (``cmd &``, as some CI runners do) inherits SIGINT ignored,
+    and then Python installs no handler: a raised SIGINT would do nothing at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def blobs(n=600, d=784, classes=10, seed=0, dtype=np.float32):
     """Separable synthetic data: one random prototype per class plus noise."""
     rng = np.random.default_rng(seed)
