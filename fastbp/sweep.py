@@ -43,13 +43,13 @@ import math
 import os
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_write
 from .sweep_space import (DEFAULTS, PARAMETERS, Grid, SpaceError, book_space, check_space,
                           grid_size, hidden_text, space_from_json, space_from_toml, space_to_json,
                           trial_spec)
@@ -392,18 +392,8 @@ def _connect(ray, address, num_cpus):
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the result private
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # mkstemp's 0600 would make the result private: the umask's permissions instead
+    return atomic_write(path, lambda fh: fh.write(data), mode=0o666 & ~_UMASK)
 
 
 def _jsonable(value):
