@@ -14,7 +14,8 @@ import numpy as np
 
 from . import ops
 from .gradient import numerical_gradient as _numerical_gradient
-from .kernels import convnet as KC
+from .kernels import convnet as KC, gemm_threads, set_gemm_threads
+from .kernels._compile import CONVNET_BLAS_THREADS
 from .layers import Affine, Convolution, Pooling, Relu, SoftmaxWithLoss
 
 _INTP = np.dtype(np.intp)
@@ -25,6 +26,19 @@ EVAL_CHUNK = 1000
 #: The book's pooling layer: 2x2 windows, stride 2.
 POOL, POOL_STRIDE = 2, 2
 _DEFAULT_CONV = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+
+
+def _fewer_gemm_threads(kernel, *args):
+    """``kernel(*args)`` with the BLAS of the compiled kernels on at most
+    ``CONVNET_BLAS_THREADS`` threads (see there why), restored afterwards."""
+    before = gemm_threads()
+    if before <= CONVNET_BLAS_THREADS:
+        return kernel(*args)
+    set_gemm_threads(CONVNET_BLAS_THREADS)
+    try:
+        return kernel(*args)
+    finally:
+        set_gemm_threads(before)
 
 
 def _int(name, v, minimum):
@@ -269,9 +283,9 @@ class SimpleConvNet:
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             work = self._workspace(stop - start)
-            correct += int(KC.convnet_count_correct(x[start:stop], labels[start:stop],
-                                                    self._flat, self._layout, work[0],
-                                                    work[1], hit[:stop - start]))
+            correct += int(_fewer_gemm_threads(
+                KC.convnet_count_correct, x[start:stop], labels[start:stop], self._flat,
+                self._layout, work[0], work[1], hit[:stop - start]))
         return correct / float(n)
 
     def numerical_gradient(self, x, t):
@@ -361,8 +375,9 @@ class SimpleConvNet:
         kind, state1, state2 = optimizer.flat_state(self.params, self._flat)
         arena, index, row_loss = self._workspace(x.shape[0])
         lr, c1, c2 = optimizer.peek_hyper()
-        loss = KC.convnet_step(x, t, self._flat, self._grads, self._layout, arena, index,
-                               row_loss, kind, state1, state2, lr, c1, c2)
+        loss = _fewer_gemm_threads(KC.convnet_step, x, t, self._flat, self._grads,
+                                   self._layout, arena, index, row_loss, kind, state1,
+                                   state2, lr, c1, c2)
         if loss == -1.0:
             self._checked_batch(x, t)  # raises the ValueError naming the label
         optimizer.advance()  # only now: a rejected step leaves the optimizer as it was
@@ -374,7 +389,7 @@ class SimpleConvNet:
         x, t = self._checked_batch(x, t)
         empty = self._flat[:0]
         arena, index, row_loss = self._workspace(x.shape[0])
-        KC.convnet_step(x, t, self._flat, self._grads, self._layout, arena, index, row_loss,
-                        -1, empty, empty, 0.0, 0.0, 0.0)
+        _fewer_gemm_threads(KC.convnet_step, x, t, self._flat, self._grads, self._layout,
+                            arena, index, row_loss, -1, empty, empty, 0.0, 0.0, 0.0)
         return {key: self._grads[self._offsets[key]:self._offsets[key] + v.size]
                 .reshape(v.shape).copy() for key, v in self._views.items()}

@@ -170,6 +170,37 @@ def test_book_sized_step_is_thread_count_independent(rng):
         np.testing.assert_array_equal(results[0][1][key], results[1][1][key])
 
 
+def test_step_runs_its_products_on_fewer_blas_threads_and_restores_them(rng, monkeypatch):
+    """CONVNET_BLAS_THREADS: the step's sgemm calls run on one OpenBLAS thread (spinning
+    idle OpenBLAS workers slowed the convolution's Numba threads); the count is restored
+    after the step, after an evaluation and after a rejected batch."""
+    import fastbp.convnet as convnet_module
+    from fastbp.kernels import _blas, gemm_threads, set_gemm_threads
+    if _blas.blas_binding() == "scipy-cython-blas":
+        pytest.skip("the scipy-cython-blas binding offers no thread count (threadpoolctl's job)")
+    before = gemm_threads()
+    seen = []
+    step = convnet_module.KC.convnet_step
+    monkeypatch.setattr(convnet_module.KC, "convnet_step",
+                        lambda *a: (seen.append(gemm_threads()), step(*a))[1])
+    try:
+        set_gemm_threads(2)
+        net = SimpleConvNet(**SMALL, seed=0)
+        x, t = _batch(rng, n=30)
+        net.train_step(x, t, optimizers.SGD())
+        assert seen == [1] and gemm_threads() == 2
+        net.accuracy(x, t)
+        assert gemm_threads() == 2
+        with pytest.raises(ValueError, match="labels in t"):
+            net.train_step(x, np.full(30, 5), optimizers.SGD())
+        assert gemm_threads() == 2
+        set_gemm_threads(1)  # already at the step's count: left alone
+        net.train_step(x, t, optimizers.SGD())
+        assert gemm_threads() == 1
+    finally:
+        set_gemm_threads(before)
+
+
 @compiled_only
 def test_trainer_and_flat_rows(rng):
     x = rng.random((30, 100)).astype(np.float32)  # flat rows are reshaped to (N, 1, 10, 10)

@@ -13,7 +13,7 @@ here can be called from your own ``@njit`` code::
         relu_forward(h, h)
 """
 from . import _cache  # noqa: F401  (first: before any cache=True kernel is decorated)
-from ._blas import blas_binding
+from ._blas import blas_binding, gemm_threads, set_gemm_threads
 from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           tanh_backward, tanh_forward)
 from .affine import affine_backward, affine_forward, column_sum
@@ -30,7 +30,7 @@ from .network import train_step_labels, two_layer_step
 from .softmax import softmax_cross_entropy, softmax_cross_entropy_rows
 
 __all__ = [
-    "blas_binding",
+    "blas_binding", "gemm_threads", "set_gemm_threads",
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
     "affine_forward", "affine_backward", "column_sum",

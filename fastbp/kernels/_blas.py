@@ -187,6 +187,7 @@ def _bind():
         for p in "sd":
             _ll.add_symbol(f"fastbp_{p}gemm",
                            ctypes.cast(getattr(lib, sym.format(p)), ctypes.c_void_p).value)
+        _bind_thread_count(lib, sym)
         return binding, path
     if choice == "openblas":
         raise ImportError("FASTBP_BLAS=openblas, but neither NumPy's nor SciPy's wheel folder "
@@ -199,6 +200,40 @@ def _bind():
     except ImportError as e:
         raise ImportError("fastbp needs SciPy (scipy.linalg.cython_blas) when NumPy's wheel "
                           "has no OpenBLAS of its own; install scipy") from e
+
+
+_thread_count = None  # (get, set) of the bound OpenBLAS's thread count, where known
+
+
+def _bind_thread_count(lib, sym):
+    # The thread-count functions of the OpenBLAS whose gemm is bound, named like its gemm:
+    # scipy_cblas_sgemm64_ -> scipy_openblas_get_num_threads64_, cblas_sgemm64_ ->
+    # openblas_get_num_threads64_, scipy_cblas_sgemm -> scipy_openblas_get_num_threads.
+    global _thread_count
+    prefix, suffix = sym.split("cblas_{}gemm")
+    try:
+        get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+        put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+    except AttributeError:
+        return
+    get.restype, get.argtypes = ctypes.c_int, []
+    put.restype, put.argtypes = None, [ctypes.c_int]
+    _thread_count = (get, put)
+
+
+def gemm_threads():
+    """Threads of the BLAS that compiled kernels call, or 0 where fastbp cannot tell (the
+    ``scipy-cython-blas`` binding: use threadpoolctl there)."""
+    return _thread_count[0]() if _thread_count is not None else 0
+
+
+def set_gemm_threads(n):
+    """Set the thread count of the BLAS that compiled kernels call (process-wide, as
+    ``openblas_set_num_threads``: NumPy's own products share that OpenBLAS); a no-op where
+    :func:`gemm_threads` returns 0. A plain C call (about a microsecond), unlike
+    threadpoolctl, so a training step can change it around one call."""
+    if _thread_count is not None:
+        _thread_count[1](int(n))
 
 
 _BINDING, LIBRARY = _bind()

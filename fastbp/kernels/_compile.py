@@ -66,7 +66,10 @@ AFFINE_BLAS_MIN_FLOPS = 1 << 17
 
 #: Multiply-adds from which a convolution or pooling kernel (fastbp.kernels.conv) runs its
 #: parallel twin (samples or filters over Numba's pool). Provisional: set from
-#: benchmarks/bench_conv.py (docs/decisions/convolution.md).
+#: benchmarks/bench_conv.py (docs/decisions/convolution.md). The book's first layer at
+#: batch 1 (conv_relu_pool_backward, 4320 x 25 = 108k) took 47 us serial against 29 us on
+#: two threads alone, but its SimpleConvNet step took about 400 us against 300 us with it
+#: parallel (the Adam pass that follows on the same pool): kept above it.
 CONV_PARALLEL_MIN_MACS = 1 << 18
 
 #: Batches up to this size run the SimpleConvNet step's affine products (4320 x 100) as
@@ -74,6 +77,14 @@ CONV_PARALLEL_MIN_MACS = 1 << 18
 #: slower for ``dz @ W2.T`` (figures in docs/decisions/convolution.md).
 #: AFFINE_BLAS_MIN_FLOPS counts only multiply-adds and sends these one-row products to BLAS.
 CONVNET_LOOP_MAX_ROWS = 1
+
+#: BLAS threads during a SimpleConvNet step or evaluation (fastbp.convnet lowers the bound
+#: OpenBLAS to this count around the call and restores it). The step alternates Numba's
+#: parallel convolution passes with sgemm calls; OpenBLAS's idle workers spin after each
+#: call on the cores the convolution's threads need. With one BLAS thread the whole step
+#: was faster at every batch size (benchmarks/compare_frameworks.py --model convnet,
+#: docs/decisions/convolution.md).
+CONVNET_BLAS_THREADS = 1
 
 #: Parameters from which the optimizer pass of the SimpleConvNet step runs parallel. Unlike
 #: the fully connected step (FUSED_UPDATE_PARALLEL_MIN_ELEMENTS), the book's ConvNet has
