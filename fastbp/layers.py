@@ -65,14 +65,35 @@ def _floats(name, a, like=None):
     return a.astype(dtype, copy=False)
 
 
-def _weights(layer, name):
-    """`layer.W` of the layer class `name`, which must be a float32 or float64 ndarray (the
+def _float_param(layer, attr):
+    """``layer.<attr>`` (e.g. an Affine's W), which must be a float32 or float64 ndarray (the
     layer keeps the caller's array: it is checked, never converted)."""
-    W = layer.W
-    if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
-        raise TypeError(f"{name}.W must be a float32 or float64 "
-                        f"numpy.ndarray, got {getattr(W, 'dtype', type(W).__name__)}")
-    return W
+    p = getattr(layer, attr)
+    if not isinstance(p, np.ndarray) or p.dtype not in ops._FLOATS:
+        raise TypeError(f"{type(layer).__name__}.{attr} must be a float32 or float64 "
+                        f"numpy.ndarray, got {getattr(p, 'dtype', type(p).__name__)}")
+    return p
+
+
+def _rows(x):
+    """`x` (N, ...) as N rows, ``x.reshape(N, -1)``; fewer than 2 dimensions or no row is a
+    ValueError."""
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
+                         "pass one sample as x.reshape(1, -1)")
+    if x.shape[0] == 0:
+        raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
+    return x.reshape(x.shape[0], -1)
+
+
+def _init_fields(layer, cached, **given):
+    """The book's constructors in one place: keep each `given` argument (parameters by
+    reference, never copied) and set each name in `cached` (what forward and backward
+    store) to None."""
+    for name, value in given.items():
+        setattr(layer, name, value)
+    for name in cached:
+        setattr(layer, name, None)
 
 
 def _forward_first(layer, attr):
@@ -80,41 +101,39 @@ def _forward_first(layer, attr):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
-class Relu:
-    """ReLU; ``backward`` passes ``dout`` only where the input was > 0."""
+class _FromOutput:
+    """An activation whose ``backward`` needs only its stored output: Relu and Sigmoid, which
+    differ in their two ops (``_ops``: forward, backward)."""
+
+    _ops = None
 
     def __init__(self):
         self.out = None
+
+    def forward(self, x):
+        self.out = self._ops[0](_floats("x", x))
+        return self.out
+
+    def backward(self, dout):
+        _forward_first(self, "out")
+        return self._ops[1](self.out, _floats("dout", dout, self.out.dtype))
+
+
+class Relu(_FromOutput):
+    """ReLU; ``backward`` passes ``dout`` only where the input was > 0."""
+
+    _ops = (ops.relu_forward, ops.relu_backward)
 
     @property
     def mask(self):
         """The book's ``x <= 0`` mask, derived from the stored output."""
         return None if self.out is None else self.out <= 0
 
-    def forward(self, x):
-        self.out = ops.relu_forward(_floats("x", x))
-        return self.out
 
-    def backward(self, dout):
-        _forward_first(self, "out")
-        return ops.relu_backward(self.out, _floats("dout", dout, self.out.dtype))
-
-
-# Sigmoid mirrors Relu line for line on purpose: each is one of the book's classes, read
-# alone; a shared base would hide the two calls that are all that differs.
-class Sigmoid:
+class Sigmoid(_FromOutput):
     """Logistic sigmoid; ``backward`` uses the stored output only."""
 
-    def __init__(self):
-        self.out = None
-
-    def forward(self, x):
-        self.out = ops.sigmoid_forward(_floats("x", x))
-        return self.out
-
-    def backward(self, dout):
-        _forward_first(self, "out")
-        return ops.sigmoid_backward(self.out, _floats("dout", dout, self.out.dtype))
+    _ops = (ops.sigmoid_forward, ops.sigmoid_backward)
 
 
 class Affine:
@@ -125,22 +144,12 @@ class Affine:
     """
 
     def __init__(self, W, b):
-        self.W = W
-        self.b = b
-        self.x = None
-        self.original_x_shape = None
-        self.dW = None
-        self.db = None
+        _init_fields(self, ("x", "original_x_shape", "dW", "db"), W=W, b=b)
 
     def forward(self, x):
-        W = _weights(self, "Affine")
+        W = _float_param(self, "W")
         x = _floats("x", x, W.dtype)
-        if x.ndim < 2:
-            raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
-                             "pass one sample as x.reshape(1, -1)")
-        if x.shape[0] == 0:
-            raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = _rows(x)
         out = ops.affine_forward(x2, W, self.b)
         # Only now: a forward that raised leaves the layer as it was.
         self.original_x_shape = x.shape
@@ -158,10 +167,7 @@ class SoftmaxWithLoss:
     """Softmax and cross-entropy, fused; `t` is one-hot rows or integer labels."""
 
     def __init__(self):
-        self.loss = None
-        self.x = None
-        self.t = None
-        self.dx = None
+        _init_fields(self, ("loss", "x", "t", "dx"))
 
     @property
     def y(self):
@@ -247,29 +253,14 @@ class BatchNormalization:
     """
 
     def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
-        self.gamma = gamma
-        self.beta = beta
-        self.momentum = momentum
-        self.input_shape = None
-        self.running_mean = running_mean
-        self.running_var = running_var
-        self.batch_size = None
-        self.xc = None
-        self.xn = None
-        self.std = None
-        self.dgamma = None
-        self.dbeta = None
+        _init_fields(self, ("input_shape", "batch_size", "xc", "xn", "std", "dgamma", "dbeta"),
+                     gamma=gamma, beta=beta, momentum=momentum, running_mean=running_mean,
+                     running_var=running_var)
 
     def forward(self, x, train_flg=True):
-        gamma = self.gamma
-        if not isinstance(gamma, np.ndarray) or gamma.dtype not in ops._FLOATS:
-            raise TypeError(f"BatchNormalization.gamma must be a float32 or float64 "
-                            f"numpy.ndarray, got {getattr(gamma, 'dtype', type(gamma).__name__)}")
+        gamma = _float_param(self, "gamma")
         x = _floats("x", x, gamma.dtype)
-        if x.ndim < 2:
-            raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
-                             "pass one sample as x.reshape(1, -1)")
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = _rows(x)
         D = x2.shape[1]
         rm, rv = self.running_mean, self.running_var
         if rm is None:
@@ -309,19 +300,10 @@ class Convolution:
     """
 
     def __init__(self, W, b, stride=1, pad=0):
-        self.W = W
-        self.b = b
-        self.stride = stride
-        self.pad = pad
-        self.x = None
-        self.dW = None
-        self.db = None
+        _init_fields(self, ("x", "dW", "db"), W=W, b=b, stride=stride, pad=pad)
 
     def forward(self, x):
-        W = self.W
-        if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
-            raise TypeError(f"Convolution.W must be a float32 or float64 numpy.ndarray, got "
-                            f"{getattr(W, 'dtype', type(W).__name__)}")
+        W = _float_param(self, "W")
         x = _floats("x", x, W.dtype)
         out = ops.conv2d_forward(x, W, self.b, self.stride, self.pad)
         self.x = x  # only now: a forward that raised leaves the layer as it was
@@ -342,12 +324,8 @@ class Pooling:
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
-        self.pool_h = pool_h
-        self.pool_w = pool_w
-        self.stride = stride
-        self.pad = pad
-        self.x_shape = None
-        self.arg_max = None
+        _init_fields(self, ("x_shape", "arg_max"), pool_h=pool_h, pool_w=pool_w, stride=stride,
+                     pad=pad)
 
     def forward(self, x):
         out, arg_max = ops.maxpool_forward(_floats("x", x), self.pool_h, self.pool_w,
