@@ -9,8 +9,10 @@ the parameters' dtype (the parameters are never copied), ``backward`` never modi
 import operator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import ops
+from . import validation as check
 
 
 def _broadcast(op, a, b, names):
@@ -25,16 +27,16 @@ def _broadcast(op, a, b, names):
 class MulLayer:
     """``out = x * y`` for Python numbers or arrays."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.x = None
         self.y = None
 
-    def forward(self, x, y):
+    def forward(self, x: ArrayLike, y: ArrayLike) -> ArrayLike:
         self.x = x
         self.y = y
         return _broadcast(operator.mul, x, y, "x and y")
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         dx = _broadcast(operator.mul, dout, self.y, "dout and y")  # the inputs swap places
         dy = _broadcast(operator.mul, dout, self.x, "dout and x")
         return dx, dy
@@ -43,25 +45,25 @@ class MulLayer:
 class AddLayer:
     """``out = x + y``; the gradient passes through unchanged."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         pass
 
-    def forward(self, x, y):
+    def forward(self, x: ArrayLike, y: ArrayLike) -> ArrayLike:
         return _broadcast(operator.add, x, y, "x and y")
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         return dout * 1, dout * 1
 
 
 def _floats(name, a, like=None):
     """`a` as a float array (of `like`'s dtype if given); bool, integer and float inputs are
     cast, anything else (complex, object, strings) is a TypeError naming `name`."""
-    a = ops._asarray(name, a)
+    a = check.as_array(name, a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got {a.dtype}; convert it with "
                         f"{name}.astype(np.float32)")
     native = a.dtype.newbyteorder("=")  # a big-endian float32 array stays float32
-    dtype = like if like is not None else (native if native in ops._FLOATS else np.float64)
+    dtype = like if like is not None else (native if native in check.FLOATS else np.float64)
     return a.astype(dtype, copy=False)
 
 
@@ -69,7 +71,7 @@ def _float_param(layer, attr):
     """``layer.<attr>`` (e.g. an Affine's W), which must be a float32 or float64 ndarray (the
     layer keeps the caller's array: it is checked, never converted)."""
     p = getattr(layer, attr)
-    if not isinstance(p, np.ndarray) or p.dtype not in ops._FLOATS:
+    if not isinstance(p, np.ndarray) or p.dtype not in check.FLOATS:
         raise TypeError(f"{type(layer).__name__}.{attr} must be a float32 or float64 "
                         f"numpy.ndarray, got {getattr(p, 'dtype', type(p).__name__)}")
     return p
@@ -107,14 +109,14 @@ class _FromOutput:
 
     _ops = None
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.out = None
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         self.out = self._ops[0](_floats("x", x))
         return self.out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "out")
         return self._ops[1](self.out, _floats("dout", dout, self.out.dtype))
 
@@ -125,7 +127,7 @@ class Relu(_FromOutput):
     _ops = (ops.relu_forward, ops.relu_backward)
 
     @property
-    def mask(self):
+    def mask(self) -> np.ndarray | None:
         """The book's ``x <= 0`` mask, derived from the stored output."""
         return None if self.out is None else self.out <= 0
 
@@ -143,10 +145,10 @@ class Affine:
     are set by ``backward``.
     """
 
-    def __init__(self, W, b):
+    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
         _init_fields(self, ("x", "original_x_shape", "dW", "db"), W=W, b=b)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         W = _float_param(self, "W")
         x = _floats("x", x, W.dtype)
         x2 = _rows(x)
@@ -156,7 +158,7 @@ class Affine:
         self.x = x2
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "x")
         dx, self.dW, self.db = ops.affine_backward(_floats("dout", dout, self.W.dtype), self.x,
                                                    self.W)
@@ -166,11 +168,11 @@ class Affine:
 class SoftmaxWithLoss:
     """Softmax and cross-entropy, fused; `t` is one-hot rows or integer labels."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         _init_fields(self, ("loss", "x", "t", "dx"))
 
     @property
-    def y(self):
+    def y(self) -> np.ndarray | None:
         """Softmax output of the last ``forward`` (computed on demand)."""
         if self.x is None:
             return None
@@ -178,9 +180,9 @@ class SoftmaxWithLoss:
             e = np.exp(self.x - self.x.max(axis=1, keepdims=True))
             return e / e.sum(axis=1, keepdims=True)
 
-    def forward(self, x, t):
+    def forward(self, x: ArrayLike, t: ArrayLike) -> float:
         x = _floats("x", x)
-        t_arr = ops._asarray("t", t)
+        t_arr = check.as_array("t", t)
         if (t_arr.ndim == 2 and t_arr.shape[1] == 1 and x.ndim == 2 and x.shape[1] > 1
                 and t_arr.dtype.kind in "iu"):
             # (N, 1) integer labels, as the book's ch07/gradient_check.py passes them (its
@@ -192,9 +194,9 @@ class SoftmaxWithLoss:
         self.x, self.t, self.loss, self.dx = x, t, loss, dx
         return loss
 
-    def backward(self, dout=1):
+    def backward(self, dout: ArrayLike = 1) -> np.ndarray:
         _forward_first(self, "dx")
-        d = ops._asarray("dout", dout)
+        d = check.as_array("dout", dout)
         if d.dtype.kind not in "biuf":
             raise TypeError(f"dout must be a real number, got {d.dtype}")
         if d.ndim == 0 and d == 1:
@@ -216,21 +218,21 @@ class Dropout:
     :func:`fastbp.ops.dropout_forward`.
     """
 
-    def __init__(self, dropout_ratio=0.5):
+    def __init__(self, dropout_ratio: float = 0.5) -> None:
         self.dropout_ratio = dropout_ratio
         self.mask = None
 
-    def forward(self, x, train_flg=True):
-        ratio = ops._ratio(self.dropout_ratio, "dropout_ratio")
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> np.ndarray:
+        ratio = check.ratio(self.dropout_ratio, "dropout_ratio")
         x = _floats("x", x)
         if not train_flg:
             return x * x.dtype.type(1.0 - ratio)
         mask = np.asarray(np.random.rand(*x.shape) > ratio)
-        out = ops._apply_mask("x", x, mask, None)
+        out = ops.apply_mask(x, mask, name="x")
         self.mask = mask
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "mask")
         return ops.dropout_backward(_floats("dout", dout), self.mask)
 
@@ -252,12 +254,14 @@ class BatchNormalization:
     for ``backward``, which sets ``dgamma`` and ``dbeta`` and returns ``dx``.
     """
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
+    def __init__(self, gamma: np.ndarray, beta: np.ndarray, momentum: float = 0.9,
+                 running_mean: np.ndarray | None = None,
+                 running_var: np.ndarray | None = None) -> None:
         _init_fields(self, ("input_shape", "batch_size", "xc", "xn", "std", "dgamma", "dbeta"),
                      gamma=gamma, beta=beta, momentum=momentum, running_mean=running_mean,
                      running_var=running_var)
 
-    def forward(self, x, train_flg=True):
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> np.ndarray:
         gamma = _float_param(self, "gamma")
         x = _floats("x", x, gamma.dtype)
         x2 = _rows(x)
@@ -277,7 +281,7 @@ class BatchNormalization:
         self.xc, self.xn, self.std = res.xc, res.xn, res.std
         return res.out.reshape(x.shape)
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "xc")
         d = _floats("dout", dout, self.xc.dtype)
         if d.ndim < 2 or d.shape[0] != self.xc.shape[0] or d.size != self.xc.size:
@@ -299,17 +303,17 @@ class Convolution:
     the same results to rounding.
     """
 
-    def __init__(self, W, b, stride=1, pad=0):
+    def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
         _init_fields(self, ("x", "dW", "db"), W=W, b=b, stride=stride, pad=pad)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         W = _float_param(self, "W")
         x = _floats("x", x, W.dtype)
         out = ops.conv2d_forward(x, W, self.b, self.stride, self.pad)
         self.x = x  # only now: a forward that raised leaves the layer as it was
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "x")
         dx, self.dW, self.db = ops.conv2d_backward(_floats("dout", dout, self.W.dtype), self.x,
                                                    self.W, self.stride, self.pad)
@@ -323,17 +327,17 @@ class Pooling:
     output's maximum, shaped like the output (the book keeps it flat, in another order).
     """
 
-    def __init__(self, pool_h, pool_w, stride=2, pad=0):
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
         _init_fields(self, ("x_shape", "arg_max"), pool_h=pool_h, pool_w=pool_w, stride=stride,
                      pad=pad)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         out, arg_max = ops.maxpool_forward(_floats("x", x), self.pool_h, self.pool_w,
                                            self.stride, self.pad)
         self.x_shape, self.arg_max = np.shape(x), arg_max
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "arg_max")
         d = _floats("dout", dout)
         return ops.maxpool_backward(d, self.arg_max, self.x_shape, self.pool_h, self.pool_w,

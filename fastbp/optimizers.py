@@ -30,16 +30,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .kernels import optimizers as _K
-from .ops import _FLOATS, _float, _real, _same_shape
+from . import validation as check
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AnyOptimizer"]
 
 # Size-0 stand-ins for unused state arrays: typed like the parameters, never written.
-_NO_STATE = {dt: np.empty(0, dt) for dt in _FLOATS}
+_NO_STATE = {dt: np.empty(0, dt) for dt in check.FLOATS}
 
 
 def _learning_rate(owner, name, value):
-    v = _real(name, value)
+    v = check.real(name, value)
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {v}; e.g. "
                          f"{owner}({name}=0.01)")
@@ -47,10 +47,7 @@ def _learning_rate(owner, name, value):
 
 
 def _unit_interval(owner, name, value):
-    v = _real(name, value)
-    if not 0 <= v < 1:  # NaN fails too
-        raise ValueError(f"{name} must be in [0, 1), got {v}; e.g. {owner}({name}=0.9)")
-    return v
+    return check.unit_interval(name, value, f"{owner}({name}=0.9)")
 
 
 def _sections(hypers, state, attributes):
@@ -232,8 +229,8 @@ class _Optimizer:
                 raise ValueError(f"grads has no entry {key!r}; pass a gradient for every key "
                                  f"of params")
             gn = f"grads[{key!r}]"
-            g = _float(gn, grads[key], dtype=p.dtype)
-            _same_shape(gn, g, p.shape, pn)
+            g = check.float_array(gn, grads[key], dtype=p.dtype)
+            check.same_shape(gn, g, p.shape, pn)
             if np.may_share_memory(g, p):
                 raise ValueError(f"{gn} shares memory with {pn}; pass a separate gradient "
                                  f"array")
@@ -317,7 +314,7 @@ class _Optimizer:
         if (cache is not None and cache[0] is flat
                 and all(getattr(self, n) is d for n, d in zip(self._state, cache[1]))):
             return cache[2]
-        if not isinstance(flat, np.ndarray) or flat.dtype not in _FLOATS:
+        if not isinstance(flat, np.ndarray) or flat.dtype not in check.FLOATS:
             raise TypeError(f"flat must be a float32 or float64 numpy.ndarray, got "
                             f"{getattr(flat, 'dtype', type(flat).__name__)}")
         if flat.ndim != 1 or not flat.flags.c_contiguous:
@@ -415,7 +412,7 @@ class _Optimizer:
                 want = " and ".join(f"'{n}/<key>'" for n in self._state) or "no entries"
                 raise ValueError(f"unexpected entry {k!r} in the state of {cls}; expected "
                                  f"{want}")
-            parsed[name][key] = _float(f"state[{k!r}]", state[k])
+            parsed[name][key] = check.float_array(f"state[{k!r}]", state[k])
         keys = set().union(*parsed.values()) if parsed else set()
         for name, arrays in parsed.items():
             for key in keys:
@@ -461,7 +458,7 @@ class _Optimizer:
 
 
 def _check_param(name, p):
-    if not isinstance(p, np.ndarray) or p.dtype not in _FLOATS:
+    if not isinstance(p, np.ndarray) or p.dtype not in check.FLOATS:
         got = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
         raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray (updated in "
                         f"place), got {got}; create parameters as float arrays")
@@ -551,17 +548,17 @@ class Adam(_Optimizer, kind=_K.ADAM, hypers=("beta1", "beta2"),
         self.iter = 0
         super().__init__(lr, beta1=beta1, beta2=beta2)
 
-    def peek_hyper(self):
+    def peek_hyper(self) -> tuple[float, float, float]:
         it = self.iter + 1
         # The book's expression, in float64.
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** it) / (1.0 - self.beta1 ** it)
         return lr_t, self.beta1, self.beta2
 
-    def advance(self):
+    def advance(self) -> None:
         self.iter += 1
 
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         out = super().state_dict()
         out["iter"] = np.array(self.iter, np.int64)
         return out
@@ -577,3 +574,7 @@ class Adam(_Optimizer, kind=_K.ADAM, hypers=("beta1", "beta2"),
         if it < 0:
             raise ValueError(f"state['iter'] must be >= 0, got {int(it)}")
         return {"iter": int(it)}
+
+
+#: Any of the six optimizers, for type hints (``optimizer: AnyOptimizer``).
+AnyOptimizer = SGD | Momentum | Nesterov | AdaGrad | RMSprop | Adam

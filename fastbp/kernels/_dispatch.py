@@ -1,6 +1,6 @@
 """What the public ``@njit`` dispatchers of the kernels share: the flat view their twins run
 on, and the choice between a serial and a parallel twin (their docstrings share parameter
-texts through :func:`fastbp._docstrings.with_doc`).
+texts through :func:`fastbp.kernels._docstrings.with_doc`).
 
 :func:`run_twins` is an overload inlined into each dispatcher at typing time, so each
 dispatcher keeps its own signature (user-facing API) and its own cache entry, and the call

@@ -24,7 +24,7 @@ from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
 from ._dispatch import flat, run_twins
-from .._docstrings import with_doc
+from ._docstrings import with_doc
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)

@@ -33,7 +33,7 @@ from ._sparse import (LANES, gather_rows, list_stride, nonzero_columns, scatter_
                       scatter_rows)
 from .optimizers import sgd_decay_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
-from .softmax import _row
+from .softmax import softmax_ce_row
 
 def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
     # Everything between the two large products, one batch row at a time while the row is
@@ -55,7 +55,7 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
             if hij != 0:  # about half of h is 0 after the ReLU: skipping them halves the work
                 for c in range(C):
                     y[i, c] += hij * W2[j, c]
-        row_loss[i] = _row(y, t, dy, i, inv_n)
+        row_loss[i] = softmax_ce_row(y, t, dy, i, inv_n)
         for j in range(H):
             dh[i, j] = 0
         for c in range(C):

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from .._docstrings import with_doc
+from ._docstrings import with_doc
 from ._dispatch import flat, run_twins
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.

@@ -18,8 +18,7 @@ from ._compile import PARALLEL_MIN_ROWS, SOFTMAX_BLOCK, twins
 from ._dispatch import run_twins
 from ._vexp import exp_nonpos
 from .activations import sigmoid_scalar
-from .softmax import _target
-from .softmax import _finish
+from .softmax import finish_row, target_prob
 
 #: Activation codes of :func:`bias_act_rows` and the any-depth step (TANH: ``np.tanh``).
 RELU, SIGMOID, IDENTITY, TANH = 0, 1, 2, 3
@@ -84,10 +83,10 @@ def _bias_act_body(z, b, act):
 
 
 def _softmax_rows_body(y, b, t, dy, row_loss, scale=1.0):
-    # y += b, then softmax-CE row by row as softmax._row, except that the exponentials of a
+    # y += b, then softmax-CE row by row as softmax.softmax_ce_row, except that the exponentials of a
     # block of rows run as one flat loop over block * C contiguous values, which LLVM
     # vectorizes (a row's C = 10 values did not). The same operations in the same order:
-    # the same bits as softmax._row (scale = 1.0 gives inv_n = 1.0 / n exactly).
+    # the same bits as softmax.softmax_ce_row (scale = 1.0 gives inv_n = 1.0 / n exactly).
     n, C = y.shape
     inv_n = scale / n
     flat = dy.reshape(n * C)
@@ -111,7 +110,7 @@ def _softmax_rows_body(y, b, t, dy, row_loss, scale=1.0):
             s = 0.0
             for c in range(C):
                 s += dy[i, c]
-            row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
+            row_loss[i] = finish_row(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
 
 
 def _logistic_rows_body(y, b, t, dy, row_loss, scale):
@@ -128,7 +127,7 @@ def _logistic_rows_body(y, b, t, dy, row_loss, scale):
             e = exp_nonpos(-abs(np.float64(z)))
             inv = 1.0 / (1.0 + e)
             p = inv if z >= 0 else e * inv
-            tc = _target(t, i, c)
+            tc = target_prob(t, i, c)
             dy[i, c] = (p - tc) * inv_n
             loss += max(z, 0.0) + np.log1p(e) - tc * z
         row_loss[i] = loss
