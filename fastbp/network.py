@@ -43,8 +43,8 @@ class TwoLayerNet:
     weight_init_std : float
         Weights are ``weight_init_std * N(0, 1)``; biases start at 0.
     dtype : {np.float64, np.float32}
-        Parameter dtype. float64 (the book's) by default; float32 trains about twice as fast
-        and is what :mod:`fastbp.train` uses.
+        Parameter dtype. float64 (the book's) by default; float32 trains faster (see
+        docs/performance.md) and is what :mod:`fastbp.train` uses.
     seed : int or None
         Seeds a private ``np.random.default_rng``; None draws from ``np.random`` like the
         book, so ``np.random.seed`` still applies.

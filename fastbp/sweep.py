@@ -70,7 +70,7 @@ CHECKPOINT_FILE = "best.npz"
 _SPLIT_STREAM = 0x73706C74
 #: Tasks per Ray CPU slot when the batch size is chosen automatically: enough for the
 #: load to balance at the end and the progress bar to move, few enough that the per-task
-#: cost (about 2 ms, docs/decisions/sweep-scheduling.md) stays small.
+#: cost (measured in docs/decisions/sweep-scheduling.md) stays small.
 TASKS_PER_SLOT = 6
 #: Finished trials the median rule needs at an epoch before it stops anything there.
 MEDIAN_MIN_TRIALS = 4

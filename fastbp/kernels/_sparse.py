@@ -12,7 +12,8 @@ Here the non-zero columns of a row are listed first, 8 inputs at a time without 
 (compare, ``movmskps``, a table of bit positions, ``popcnt``): :func:`nonzero_columns`.
 Then :func:`gather_dot` sums the listed rows of W1 with up to 64 columns of ``h`` held in
 eight vector registers, and :func:`scatter_axpy`, its transpose, updates the listed rows
-of W1 with the row of ``dh`` held in registers; each about half the time of the plain loop.
+of W1 with the row of ``dh`` held in registers; both faster than the plain loops (figures in
+docs/decisions/small-batch-zero-skipping.md).
 
 Each output element gets its terms in list order, one multiply and one add per term,
 exactly as ``h[i, j] += x[i, k] * W1[k, j]`` in a loop over ``k``: the same bits as the
