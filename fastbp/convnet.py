@@ -7,15 +7,20 @@ references to those views, so the book's in-place idioms (the book's optimizers,
 shape) is copied back into the buffer at the next call. ``save_params`` / ``load_params``
 use ``.npz`` files, never pickle.
 """
+import os
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import ops
+from . import validation as check
 from .gradient import numerical_gradient as _numerical_gradient
 from .kernels import convnet as KC, gemm_threads, set_gemm_threads
 from .kernels._compile import CONVNET_BLAS_THREADS
+from .optimizers import AnyOptimizer
 from .layers import Affine, Convolution, Pooling, Relu, SoftmaxWithLoss
 
 _INTP = np.dtype(np.intp)
@@ -39,14 +44,6 @@ def _fewer_gemm_threads(kernel, *args):
         return kernel(*args)
     finally:
         set_gemm_threads(before)
-
-
-def _int(name, v, minimum):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {v}")
-    return int(v)
 
 
 class SimpleConvNet:
@@ -82,8 +79,10 @@ class SimpleConvNet:
     last_layer : SoftmaxWithLoss
     """
 
-    def __init__(self, input_dim=(1, 28, 28), conv_param=None, hidden_size=100,
-                 output_size=10, weight_init_std=0.01, *, dtype=np.float64, seed=None):
+    def __init__(self, input_dim: tuple[int, int, int] = (1, 28, 28),
+                 conv_param: Mapping[str, int] | None = None, hidden_size: int = 100,
+                 output_size: int = 10, weight_init_std: float = 0.01, *,
+                 dtype: DTypeLike = np.float64, seed: int | None = None) -> None:
         conv_param = dict(_DEFAULT_CONV if conv_param is None else conv_param)
         missing = set(_DEFAULT_CONV) - set(conv_param)
         if missing:
@@ -91,24 +90,22 @@ class SimpleConvNet:
                              f"{_DEFAULT_CONV}")
         if len(tuple(input_dim)) != 3:
             raise ValueError(f"input_dim must be (C, H, W), got {input_dim}")
-        C, H, W = (_int("input_dim[]", v, 1) for v in input_dim)
-        FN = _int("conv_param['filter_num']", conv_param["filter_num"], 1)
-        FS = _int("conv_param['filter_size']", conv_param["filter_size"], 1)
+        C, H, W = (check.integer("input_dim[]", v, 1) for v in input_dim)
+        FN = check.integer("conv_param['filter_num']", conv_param["filter_num"], 1)
+        FS = check.integer("conv_param['filter_size']", conv_param["filter_size"], 1)
         stride, pad, OH, OW = ops.conv_shapes((1, C, H, W), (FN, C, FS, FS),
                                               conv_param["stride"], conv_param["pad"])
         if OH % POOL or OW % POOL:
             raise ValueError(f"the convolution's output is {OH}x{OW}; the 2x2 pooling needs "
                              "an even height and width: change filter_size, pad or stride")
-        hidden = _int("hidden_size", hidden_size, 1)
-        out = _int("output_size", output_size, 1)
-        std = ops._real("weight_init_std", weight_init_std)
+        hidden = check.integer("hidden_size", hidden_size, 1)
+        out = check.integer("output_size", output_size, 1)
+        std = check.real("weight_init_std", weight_init_std)
         if not (std > 0 and np.isfinite(std)):
             raise ValueError(f"weight_init_std must be positive and finite, got {std}")
-        dtype = np.dtype(dtype)
-        if dtype not in ops._FLOATS:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = check.float_dtype(dtype)
         if seed is not None:
-            seed = _int("seed", seed, 0)
+            seed = check.integer("seed", seed, 0)
         self.input_dim = (C, H, W)
         self._flat_features = C * H * W
         self.conv_param = {"filter_num": FN, "filter_size": FS, "pad": pad, "stride": stride}
@@ -185,12 +182,12 @@ class SimpleConvNet:
                 view[...] = params[key]
                 params[key] = view
 
-    def get_state(self):
+    def get_state(self) -> dict[str, np.ndarray]:
         """Everything a checkpoint needs to continue exactly: copies of ``params``."""
         self._sync_params()
         return {k: v.copy() for k, v in self.params.items()}
 
-    def set_state(self, state):
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`get_state`'s arrays in place; all are checked (keys, shapes,
         dtypes) before anything is written."""
         self._check_arrays("state", state, same_dtype=True)
@@ -214,14 +211,14 @@ class SimpleConvNet:
             if not same_dtype and a.dtype.kind != "f":
                 raise TypeError(f"{name}['{key}'] must hold floats, got {a.dtype}")
 
-    def save_params(self, file_name="params.pkl"):
+    def save_params(self, file_name: str | os.PathLike = "params.pkl") -> None:
         """Write ``params`` to `file_name` as an ``.npz`` archive (whatever the name: the
         book's default name is kept; no pickle inside)."""
         self._sync_params()
         with open(file_name, "wb") as f:
             np.savez(f, **self.params)
 
-    def load_params(self, file_name="params.pkl"):
+    def load_params(self, file_name: str | os.PathLike = "params.pkl") -> None:
         """Read :meth:`save_params`'s ``.npz`` into ``params`` (in place, cast to the
         network's dtype; every array is checked before anything is written).
 
@@ -252,29 +249,29 @@ class SimpleConvNet:
         self.params.update(self._views)
 
     # -- the book's API -------------------------------------------------------------------
-    def predict(self, x):
+    def predict(self, x: ArrayLike) -> np.ndarray:
         """Logits of `x` (N, C, H, W) through the layers (the book's path)."""
         self._sync_params()
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
-    def loss(self, x, t):
+    def loss(self, x: ArrayLike, t: ArrayLike) -> float:
         """Mean cross-entropy of :meth:`predict` against `t`: (N,) labels or
         (N, output_size) one-hot rows ((N, 1) integer labels too, as the book's
         ``gradient_check.py`` passes them)."""
         return self.last_layer.forward(self.predict(x), t)
 
-    def accuracy(self, x, t, batch_size=EVAL_CHUNK):
+    def accuracy(self, x: ArrayLike, t: ArrayLike, batch_size: int = EVAL_CHUNK) -> float:
         """Fraction of images classified as `t` (labels or one-hot rows).
 
         The compiled forward pass in chunks of `batch_size` images (no layer state is
         touched). Unlike the book's, the rows after the last whole chunk count too.
         """
-        batch_size = _int("batch_size", batch_size, 1)
+        batch_size = check.integer("batch_size", batch_size, 1)
         self._sync_params()
         x = self._images(x)
-        t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
+        t = check.targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
         labels = np.ascontiguousarray(t.argmax(axis=1) if t.ndim == 2 else t, np.intp)
         n = x.shape[0]
         rows = min(n, batch_size)
@@ -288,13 +285,13 @@ class SimpleConvNet:
                 self._layout, work[0], work[1], hit[:stop - start]))
         return correct / float(n)
 
-    def numerical_gradient(self, x, t):
+    def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """Central differences of :meth:`loss` for every parameter (slow; for checks)."""
         self._sync_params()
         loss_w = lambda w: self.loss(x, t)  # noqa: E731  (the book's form)
         return {k: _numerical_gradient(loss_w, v) for k, v in self.params.items()}
 
-    def gradient(self, x, t):
+    def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """The book's backpropagation through the layers."""
         self.loss(x, t)
         dout = self.last_layer.backward(1)
@@ -307,13 +304,13 @@ class SimpleConvNet:
 
     # -- fused training -------------------------------------------------------------------
     def _images(self, x):
-        x = ops._asarray("x", x)
+        x = check.as_array("x", x)
         C, H, W = self.input_dim
         if x.ndim == 2 and x.shape[1] == C * H * W:  # flat rows (e.g. load_mnist(flatten=True))
             x = x.reshape(x.shape[0], C, H, W)
         if x.dtype.kind in "biuf":
             x = x.astype(self.dtype, copy=False)
-        x = ops._images("x", x)
+        x = check.images("x", x)
         if x.shape[1:] != self.input_dim:
             raise ValueError(f"x must hold images of shape {self.input_dim} (N, C, H, W), got "
                              f"{x.shape}")
@@ -333,10 +330,10 @@ class SimpleConvNet:
     def _checked_batch(self, x, t):
         self._sync_params()
         x = self._images(x)
-        t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
+        t = check.targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
         return x, t
 
-    def train_step(self, x, t, optimizer):
+    def train_step(self, x: ArrayLike, t: ArrayLike, optimizer: AnyOptimizer) -> float:
         """One training step on a batch as one compiled call; returns the batch loss.
 
         Forward, backward and ``optimizer``'s update of every parameter, fused
@@ -383,7 +380,7 @@ class SimpleConvNet:
         optimizer.advance()  # only now: a rejected step leaves the optimizer as it was
         return loss
 
-    def fused_gradient(self, x, t):
+    def fused_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """The gradients of :meth:`gradient` from the fused kernel (fresh arrays), without
         any update."""
         x, t = self._checked_batch(x, t)

@@ -9,8 +9,10 @@ the parameters' dtype (the parameters are never copied), ``backward`` never modi
 import operator
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import ops
+from . import validation as check
 
 
 def _broadcast(op, a, b, names):
@@ -25,16 +27,16 @@ def _broadcast(op, a, b, names):
 class MulLayer:
     """``out = x * y`` for Python numbers or arrays."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.x = None
         self.y = None
 
-    def forward(self, x, y):
+    def forward(self, x: ArrayLike, y: ArrayLike) -> ArrayLike:
         self.x = x
         self.y = y
         return _broadcast(operator.mul, x, y, "x and y")
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         dx = _broadcast(operator.mul, dout, self.y, "dout and y")  # the inputs swap places
         dy = _broadcast(operator.mul, dout, self.x, "dout and x")
         return dx, dy
@@ -43,36 +45,57 @@ class MulLayer:
 class AddLayer:
     """``out = x + y``; the gradient passes through unchanged."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         pass
 
-    def forward(self, x, y):
+    def forward(self, x: ArrayLike, y: ArrayLike) -> ArrayLike:
         return _broadcast(operator.add, x, y, "x and y")
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> tuple[ArrayLike, ArrayLike]:
         return dout * 1, dout * 1
 
 
 def _floats(name, a, like=None):
     """`a` as a float array (of `like`'s dtype if given); bool, integer and float inputs are
     cast, anything else (complex, object, strings) is a TypeError naming `name`."""
-    a = ops._asarray(name, a)
+    a = check.as_array(name, a)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got {a.dtype}; convert it with "
                         f"{name}.astype(np.float32)")
     native = a.dtype.newbyteorder("=")  # a big-endian float32 array stays float32
-    dtype = like if like is not None else (native if native in ops._FLOATS else np.float64)
+    dtype = like if like is not None else (native if native in check.FLOATS else np.float64)
     return a.astype(dtype, copy=False)
 
 
-def _weights(layer, name):
-    """`layer.W` of the layer class `name`, which must be a float32 or float64 ndarray (the
+def _float_param(layer, attr):
+    """``layer.<attr>`` (e.g. an Affine's W), which must be a float32 or float64 ndarray (the
     layer keeps the caller's array: it is checked, never converted)."""
-    W = layer.W
-    if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
-        raise TypeError(f"{name}.W must be a float32 or float64 "
-                        f"numpy.ndarray, got {getattr(W, 'dtype', type(W).__name__)}")
-    return W
+    p = getattr(layer, attr)
+    if not isinstance(p, np.ndarray) or p.dtype not in check.FLOATS:
+        raise TypeError(f"{type(layer).__name__}.{attr} must be a float32 or float64 "
+                        f"numpy.ndarray, got {getattr(p, 'dtype', type(p).__name__)}")
+    return p
+
+
+def _rows(x):
+    """`x` (N, ...) as N rows, ``x.reshape(N, -1)``; fewer than 2 dimensions or no row is a
+    ValueError."""
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
+                         "pass one sample as x.reshape(1, -1)")
+    if x.shape[0] == 0:
+        raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
+    return x.reshape(x.shape[0], -1)
+
+
+def _init_fields(layer, cached, **given):
+    """The book's constructors in one place: keep each `given` argument (parameters by
+    reference, never copied) and set each name in `cached` (what forward and backward
+    store) to None."""
+    for name, value in given.items():
+        setattr(layer, name, value)
+    for name in cached:
+        setattr(layer, name, None)
 
 
 def _forward_first(layer, attr):
@@ -80,41 +103,39 @@ def _forward_first(layer, attr):
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
 
 
-class Relu:
-    """ReLU; ``backward`` passes ``dout`` only where the input was > 0."""
+class _FromOutput:
+    """An activation whose ``backward`` needs only its stored output: Relu and Sigmoid, which
+    differ in their two ops (``_ops``: forward, backward)."""
 
-    def __init__(self):
+    _ops = None
+
+    def __init__(self) -> None:
         self.out = None
 
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        self.out = self._ops[0](_floats("x", x))
+        return self.out
+
+    def backward(self, dout: ArrayLike) -> np.ndarray:
+        _forward_first(self, "out")
+        return self._ops[1](self.out, _floats("dout", dout, self.out.dtype))
+
+
+class Relu(_FromOutput):
+    """ReLU; ``backward`` passes ``dout`` only where the input was > 0."""
+
+    _ops = (ops.relu_forward, ops.relu_backward)
+
     @property
-    def mask(self):
+    def mask(self) -> np.ndarray | None:
         """The book's ``x <= 0`` mask, derived from the stored output."""
         return None if self.out is None else self.out <= 0
 
-    def forward(self, x):
-        self.out = ops.relu_forward(_floats("x", x))
-        return self.out
 
-    def backward(self, dout):
-        _forward_first(self, "out")
-        return ops.relu_backward(self.out, _floats("dout", dout, self.out.dtype))
-
-
-# Sigmoid mirrors Relu line for line on purpose: each is one of the book's classes, read
-# alone; a shared base would hide the two calls that are all that differs.
-class Sigmoid:
+class Sigmoid(_FromOutput):
     """Logistic sigmoid; ``backward`` uses the stored output only."""
 
-    def __init__(self):
-        self.out = None
-
-    def forward(self, x):
-        self.out = ops.sigmoid_forward(_floats("x", x))
-        return self.out
-
-    def backward(self, dout):
-        _forward_first(self, "out")
-        return ops.sigmoid_backward(self.out, _floats("dout", dout, self.out.dtype))
+    _ops = (ops.sigmoid_forward, ops.sigmoid_backward)
 
 
 class Affine:
@@ -124,30 +145,20 @@ class Affine:
     are set by ``backward``.
     """
 
-    def __init__(self, W, b):
-        self.W = W
-        self.b = b
-        self.x = None
-        self.original_x_shape = None
-        self.dW = None
-        self.db = None
+    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+        _init_fields(self, ("x", "original_x_shape", "dW", "db"), W=W, b=b)
 
-    def forward(self, x):
-        W = _weights(self, "Affine")
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        W = _float_param(self, "W")
         x = _floats("x", x, W.dtype)
-        if x.ndim < 2:
-            raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
-                             "pass one sample as x.reshape(1, -1)")
-        if x.shape[0] == 0:
-            raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = _rows(x)
         out = ops.affine_forward(x2, W, self.b)
         # Only now: a forward that raised leaves the layer as it was.
         self.original_x_shape = x.shape
         self.x = x2
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "x")
         dx, self.dW, self.db = ops.affine_backward(_floats("dout", dout, self.W.dtype), self.x,
                                                    self.W)
@@ -157,14 +168,11 @@ class Affine:
 class SoftmaxWithLoss:
     """Softmax and cross-entropy, fused; `t` is one-hot rows or integer labels."""
 
-    def __init__(self):
-        self.loss = None
-        self.x = None
-        self.t = None
-        self.dx = None
+    def __init__(self) -> None:
+        _init_fields(self, ("loss", "x", "t", "dx"))
 
     @property
-    def y(self):
+    def y(self) -> np.ndarray | None:
         """Softmax output of the last ``forward`` (computed on demand)."""
         if self.x is None:
             return None
@@ -172,9 +180,9 @@ class SoftmaxWithLoss:
             e = np.exp(self.x - self.x.max(axis=1, keepdims=True))
             return e / e.sum(axis=1, keepdims=True)
 
-    def forward(self, x, t):
+    def forward(self, x: ArrayLike, t: ArrayLike) -> float:
         x = _floats("x", x)
-        t_arr = ops._asarray("t", t)
+        t_arr = check.as_array("t", t)
         if (t_arr.ndim == 2 and t_arr.shape[1] == 1 and x.ndim == 2 and x.shape[1] > 1
                 and t_arr.dtype.kind in "iu"):
             # (N, 1) integer labels, as the book's ch07/gradient_check.py passes them (its
@@ -186,9 +194,9 @@ class SoftmaxWithLoss:
         self.x, self.t, self.loss, self.dx = x, t, loss, dx
         return loss
 
-    def backward(self, dout=1):
+    def backward(self, dout: ArrayLike = 1) -> np.ndarray:
         _forward_first(self, "dx")
-        d = ops._asarray("dout", dout)
+        d = check.as_array("dout", dout)
         if d.dtype.kind not in "biuf":
             raise TypeError(f"dout must be a real number, got {d.dtype}")
         if d.ndim == 0 and d == 1:
@@ -210,21 +218,21 @@ class Dropout:
     :func:`fastbp.ops.dropout_forward`.
     """
 
-    def __init__(self, dropout_ratio=0.5):
+    def __init__(self, dropout_ratio: float = 0.5) -> None:
         self.dropout_ratio = dropout_ratio
         self.mask = None
 
-    def forward(self, x, train_flg=True):
-        ratio = ops._ratio(self.dropout_ratio, "dropout_ratio")
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> np.ndarray:
+        ratio = check.ratio(self.dropout_ratio, "dropout_ratio")
         x = _floats("x", x)
         if not train_flg:
             return x * x.dtype.type(1.0 - ratio)
         mask = np.asarray(np.random.rand(*x.shape) > ratio)
-        out = ops._apply_mask("x", x, mask, None)
+        out = ops.apply_mask(x, mask, name="x")
         self.mask = mask
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "mask")
         return ops.dropout_backward(_floats("dout", dout), self.mask)
 
@@ -246,30 +254,17 @@ class BatchNormalization:
     for ``backward``, which sets ``dgamma`` and ``dbeta`` and returns ``dx``.
     """
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
-        self.gamma = gamma
-        self.beta = beta
-        self.momentum = momentum
-        self.input_shape = None
-        self.running_mean = running_mean
-        self.running_var = running_var
-        self.batch_size = None
-        self.xc = None
-        self.xn = None
-        self.std = None
-        self.dgamma = None
-        self.dbeta = None
+    def __init__(self, gamma: np.ndarray, beta: np.ndarray, momentum: float = 0.9,
+                 running_mean: np.ndarray | None = None,
+                 running_var: np.ndarray | None = None) -> None:
+        _init_fields(self, ("input_shape", "batch_size", "xc", "xn", "std", "dgamma", "dbeta"),
+                     gamma=gamma, beta=beta, momentum=momentum, running_mean=running_mean,
+                     running_var=running_var)
 
-    def forward(self, x, train_flg=True):
-        gamma = self.gamma
-        if not isinstance(gamma, np.ndarray) or gamma.dtype not in ops._FLOATS:
-            raise TypeError(f"BatchNormalization.gamma must be a float32 or float64 "
-                            f"numpy.ndarray, got {getattr(gamma, 'dtype', type(gamma).__name__)}")
+    def forward(self, x: ArrayLike, train_flg: bool = True) -> np.ndarray:
+        gamma = _float_param(self, "gamma")
         x = _floats("x", x, gamma.dtype)
-        if x.ndim < 2:
-            raise ValueError(f"x must be a batch of rows (at least 2-D), got shape {x.shape}; "
-                             "pass one sample as x.reshape(1, -1)")
-        x2 = x.reshape(x.shape[0], -1)
+        x2 = _rows(x)
         D = x2.shape[1]
         rm, rv = self.running_mean, self.running_var
         if rm is None:
@@ -286,7 +281,7 @@ class BatchNormalization:
         self.xc, self.xn, self.std = res.xc, res.xn, res.std
         return res.out.reshape(x.shape)
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "xc")
         d = _floats("dout", dout, self.xc.dtype)
         if d.ndim < 2 or d.shape[0] != self.xc.shape[0] or d.size != self.xc.size:
@@ -308,26 +303,17 @@ class Convolution:
     the same results to rounding.
     """
 
-    def __init__(self, W, b, stride=1, pad=0):
-        self.W = W
-        self.b = b
-        self.stride = stride
-        self.pad = pad
-        self.x = None
-        self.dW = None
-        self.db = None
+    def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
+        _init_fields(self, ("x", "dW", "db"), W=W, b=b, stride=stride, pad=pad)
 
-    def forward(self, x):
-        W = self.W
-        if not isinstance(W, np.ndarray) or W.dtype not in ops._FLOATS:
-            raise TypeError(f"Convolution.W must be a float32 or float64 numpy.ndarray, got "
-                            f"{getattr(W, 'dtype', type(W).__name__)}")
+    def forward(self, x: ArrayLike) -> np.ndarray:
+        W = _float_param(self, "W")
         x = _floats("x", x, W.dtype)
         out = ops.conv2d_forward(x, W, self.b, self.stride, self.pad)
         self.x = x  # only now: a forward that raised leaves the layer as it was
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "x")
         dx, self.dW, self.db = ops.conv2d_backward(_floats("dout", dout, self.W.dtype), self.x,
                                                    self.W, self.stride, self.pad)
@@ -341,21 +327,17 @@ class Pooling:
     output's maximum, shaped like the output (the book keeps it flat, in another order).
     """
 
-    def __init__(self, pool_h, pool_w, stride=2, pad=0):
-        self.pool_h = pool_h
-        self.pool_w = pool_w
-        self.stride = stride
-        self.pad = pad
-        self.x_shape = None
-        self.arg_max = None
+    def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
+        _init_fields(self, ("x_shape", "arg_max"), pool_h=pool_h, pool_w=pool_w, stride=stride,
+                     pad=pad)
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         out, arg_max = ops.maxpool_forward(_floats("x", x), self.pool_h, self.pool_w,
                                            self.stride, self.pad)
         self.x_shape, self.arg_max = np.shape(x), arg_max
         return out
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike) -> np.ndarray:
         _forward_first(self, "arg_max")
         d = _floats("dout", dout)
         return ops.maxpool_backward(d, self.arg_max, self.x_shape, self.pool_h, self.pool_w,

@@ -8,16 +8,18 @@ unchanged. A caller who rebinds ``params[key]`` to a new array of the same shape
 values copied back into the buffer at the next call; another shape or dtype is an error.
 """
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, DTypeLike
 
-from . import ops
+from . import validation as check
 from .gradient import numerical_gradient as _numerical_gradient
 from .kernels import mlp as KM
 from .kernels.optimizers import ADAM, EPS as _ADAM_EPS
 from .kernels.rows import IDENTITY, LOGISTIC_CE, RELU, SIGMOID, SOFTMAX_CE, TANH
+from .optimizers import AnyOptimizer
 from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 
 _ACTIVATIONS = {"relu": (Relu, RELU), "sigmoid": (Sigmoid, SIGMOID)}
@@ -44,21 +46,6 @@ class _Workspace(NamedTuple):
     lists: np.ndarray
     table: np.ndarray
     row_loss: np.ndarray
-
-
-def _int(name, v, minimum=1):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-    if v < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {v}")
-    return int(v)
-
-
-def _fraction(name, v):
-    v = ops._real(name, v)
-    if not 0.0 <= v < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {v}")
-    return v
 
 
 class MultiLayerNet:
@@ -96,9 +83,11 @@ class MultiLayerNet:
         in [0, 1]).
     """
 
-    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
-                 weight_init_std="relu", weight_decay_lambda=0, *, dtype=np.float64,
-                 seed=None, fused_only=False, output="softmax"):
+    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
+                 activation: str = "relu", weight_init_std: str | float = "relu",
+                 weight_decay_lambda: float = 0, *, dtype: DTypeLike = np.float64,
+                 seed: int | None = None, fused_only: bool = False,
+                 output: str = "softmax") -> None:
         self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
                     weight_decay_lambda, dtype, seed, False, 0.5, False,
                     fused_only=fused_only, output=output)
@@ -107,13 +96,13 @@ class MultiLayerNet:
     def _build(self, input_size, hidden_size_list, output_size, activation, weight_init_std,
                weight_decay_lambda, dtype, seed, use_dropout, dropout_ratio, use_batchnorm,
                fused_only=False, output="softmax"):
-        self.input_size = _int("input_size", input_size)
-        self.output_size = _int("output_size", output_size)
+        self.input_size = check.integer("input_size", input_size, 1)
+        self.output_size = check.integer("output_size", output_size, 1)
         if isinstance(hidden_size_list, (str, bytes)) or not hasattr(hidden_size_list,
                                                                       "__iter__"):
             raise TypeError("hidden_size_list must be a list of ints, e.g. [100, 100], got "
                             f"{type(hidden_size_list).__name__}")
-        hidden = [_int("hidden_size_list[]", h) for h in hidden_size_list]
+        hidden = [check.integer("hidden_size_list[]", h, 1) for h in hidden_size_list]
         if not hidden:
             raise ValueError("hidden_size_list must name at least one hidden layer, e.g. "
                              "[100]")
@@ -131,18 +120,16 @@ class MultiLayerNet:
             if weight_init_std.lower() not in _INITS:
                 raise ValueError("weight_init_std must be 'relu', 'he', 'sigmoid', 'xavier' "
                                  f"or a positive number, got {weight_init_std!r}")
-        elif not ops._real("weight_init_std", weight_init_std) > 0 or not np.isfinite(
+        elif not check.real("weight_init_std", weight_init_std) > 0 or not np.isfinite(
                 float(weight_init_std)):
             raise ValueError(f"weight_init_std must be positive and finite, got "
                              f"{weight_init_std}")
-        decay = ops._real("weight_decay_lambda", weight_decay_lambda)
+        decay = check.real("weight_decay_lambda", weight_decay_lambda)
         if not (decay >= 0 and np.isfinite(decay)):
             raise ValueError(f"weight_decay_lambda must be >= 0 and finite, got {decay}")
-        dtype = np.dtype(dtype)
-        if dtype not in ops._FLOATS:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = check.float_dtype(dtype)
         if seed is not None:
-            seed = _int("seed", seed, minimum=0)
+            seed = check.integer("seed", seed, 0)
         self.hidden_size_list = hidden
         self.hidden_layer_num = len(hidden)
         self.activation = activation
@@ -269,7 +256,7 @@ class MultiLayerNet:
             views[key][...] = a
             params[key] = views[key]
 
-    def get_state(self):
+    def get_state(self) -> dict[str, np.ndarray]:
         """Everything a checkpoint needs to continue exactly: a dict of arrays (copies).
 
         The parameters under their ``params`` keys, the BatchNorm running statistics as
@@ -287,7 +274,7 @@ class MultiLayerNet:
         state["dropout_step"] = np.array(self.dropout_step, np.int64)
         return state
 
-    def set_state(self, state):
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`get_state`'s arrays in place; every array is checked (keys,
         shapes, dtypes) before anything is written."""
         expect = self.get_state()
@@ -347,7 +334,7 @@ class MultiLayerNet:
         """
         self._sync_params()
         x = self._rows("x", x)
-        t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
+        t = check.targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
         labels = np.ascontiguousarray(t.argmax(axis=1) if t.ndim == 2 else t, np.intp)
         n = x.shape[0]
         rows = min(n, EVAL_CHUNK)
@@ -391,10 +378,10 @@ class MultiLayerNet:
 
     # -- fused training -------------------------------------------------------------------
     def _rows(self, name, x):
-        x = ops._asarray(name, x)
+        x = check.as_array(name, x)
         if x.ndim > 2 and x.shape[0] > 0:
             x = x.reshape(x.shape[0], -1)
-        x = ops._batch(name, x.astype(self.dtype, copy=False) if x.dtype.kind in "biuf" else x)
+        x = check.float_batch(name, x.astype(self.dtype, copy=False) if x.dtype.kind in "biuf" else x)
         if x.shape[1] != self.input_size:
             raise ValueError(f"{name} must have {self.input_size} features per row, got shape "
                              f"{x.shape}")
@@ -439,10 +426,10 @@ class MultiLayerNet:
     def _checked_batch(self, x, t):
         self._sync_params()
         x = self._rows("x", x)
-        t = ops._targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
+        t = check.targets(t, np.empty((x.shape[0], self.output_size), self.dtype))
         return x, t
 
-    def train_step(self, x: ArrayLike, t: ArrayLike, optimizer) -> float:
+    def train_step(self, x: ArrayLike, t: ArrayLike, optimizer: AnyOptimizer) -> float:
         """One training step on a batch as one compiled call; returns the batch loss.
 
         Forward (BatchNorm in train mode, its running statistics updated; Dropout from
@@ -503,8 +490,10 @@ class MultiLayerNet:
             out[key] = self._grads[off:off + view.size].reshape(view.shape).copy()
         return out
 
-    def train_epoch(self, x, t, optimizer, batch_size, *, order=None, alpha=0.0,
-                    adam_epsilon=None, sample_weight=None):
+    def train_epoch(self, x: ArrayLike, t: ArrayLike, optimizer: AnyOptimizer, batch_size: int,
+                    *, order: np.ndarray | None = None, alpha: float = 0.0,
+                    adam_epsilon: float | None = None,
+                    sample_weight: np.ndarray | None = None) -> float:
         """One pass over the rows of `x` in batches, every batch one fused step; one
         compiled call for the whole pass. Returns the mean loss over the rows.
 
@@ -549,7 +538,7 @@ class MultiLayerNet:
         if self.use_dropout or self.use_batchnorm:
             raise ValueError("train_epoch supports networks without Dropout and BatchNorm")
         n = x.shape[0]
-        batch_size = min(_int("batch_size", batch_size), max(n, 1))
+        batch_size = min(check.integer("batch_size", batch_size, 1), max(n, 1))
         if order is None:
             order = np.arange(n, dtype=np.int64)
         order = np.ascontiguousarray(order, dtype=np.int64)
@@ -596,7 +585,7 @@ class MultiLayerNet:
                 optimizer.advance()
         return total / max(order.size, 1)
 
-    def probabilities(self, x, out=None):
+    def probabilities(self, x: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """The output layer's probabilities in inference mode, compiled, in chunks of
         :data:`EVAL_CHUNK` rows: ``softmax`` of the logits, or the sigmoid of each logit
         (``output='logistic'``).
@@ -644,9 +633,11 @@ class MultiLayerNetExtend(MultiLayerNet):
     Other parameters as :class:`MultiLayerNet`.
     """
 
-    def __init__(self, input_size, hidden_size_list, output_size, activation="relu",
-                 weight_init_std="relu", weight_decay_lambda=0, use_dropout=False,
-                 dropout_ration=0.5, use_batchnorm=False, *, dtype=np.float64, seed=None):
-        ratio = _fraction("dropout_ration", dropout_ration)
+    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
+                 activation: str = "relu", weight_init_std: str | float = "relu",
+                 weight_decay_lambda: float = 0, use_dropout: bool = False,
+                 dropout_ration: float = 0.5, use_batchnorm: bool = False, *,
+                 dtype: DTypeLike = np.float64, seed: int | None = None) -> None:
+        ratio = check.unit_interval("dropout_ration", dropout_ration)
         self._build(input_size, hidden_size_list, output_size, activation, weight_init_std,
                     weight_decay_lambda, dtype, seed, use_dropout, ratio, use_batchnorm)

@@ -5,7 +5,8 @@ import numpy as np
 from numba.core.errors import TypingError
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import kernels, ops
+from . import kernels
+from . import validation as check
 from .kernels import network as KN
 from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Relu, SoftmaxWithLoss
@@ -42,8 +43,8 @@ class TwoLayerNet:
     weight_init_std : float
         Weights are ``weight_init_std * N(0, 1)``; biases start at 0.
     dtype : {np.float64, np.float32}
-        Parameter dtype. float64 (the book's) by default; float32 trains about twice as fast
-        and is what :mod:`fastbp.train` uses.
+        Parameter dtype. float64 (the book's) by default; float32 trains faster (see
+        docs/performance.md) and is what :mod:`fastbp.train` uses.
     seed : int or None
         Seeds a private ``np.random.default_rng``; None draws from ``np.random`` like the
         book, so ``np.random.seed`` still applies.
@@ -54,13 +55,8 @@ class TwoLayerNet:
                  seed: int | None = None) -> None:
         for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
                         ("output_size", output_size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-            if v < 1:
-                raise ValueError(f"{name} must be at least 1, got {v}")
-        dtype = np.dtype(dtype)
-        if dtype not in ops._FLOATS:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+            check.integer(name, v, 1)
+        dtype = check.float_dtype(dtype)
         self.dtype = dtype
         if seed is None:
             randn = np.random.randn
@@ -96,7 +92,7 @@ class TwoLayerNet:
     def accuracy(self, x: ArrayLike, t: ArrayLike) -> float:
         out = self.predict(x)
         y = np.argmax(out, axis=1)
-        t = ops._targets(t, out)  # labels or one-hot rows of the right shape, else an error
+        t = check.targets(t, out)  # labels or one-hot rows of the right shape, else an error
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         return np.sum(y == t) / float(y.shape[0])
@@ -132,7 +128,10 @@ class TwoLayerNet:
             self._work[key] = work
         return work[:_BUFFERS]  # the stored tuple ends with the fast path's path arguments
 
-    def _checked_params(self):
+    def checked_params(self) -> list[np.ndarray]:
+        """``[W1, b1, W2, b2]`` from :attr:`params`, checked to be what the fused kernels
+        write in place: writeable C-contiguous arrays of the network's dtype with shapes that
+        fit together (a ValueError names the one that does not)."""
         p = [self.params[k] for k in _KEYS]
         for k, a in zip(_KEYS, p):
             if (not isinstance(a, np.ndarray) or a.dtype != self.dtype
@@ -146,17 +145,17 @@ class TwoLayerNet:
         return p
 
     def _step(self, x, t, lr):
-        W1, b1, W2, b2 = self._checked_params()
-        x = ops._asarray("x", x)
+        W1, b1, W2, b2 = self.checked_params()
+        x = check.as_array("x", x)
         if x.ndim > 2:
             if x.shape[0] == 0:
                 raise ValueError(f"x is an empty batch (shape {x.shape}); pass at least one row")
             x = x.reshape(x.shape[0], -1)
         # bool, integer and float inputs are cast, as the layers do; others raise in _batch
-        x = ops._batch("x", x.astype(self.dtype, copy=False) if x.dtype.kind in "biuf" else x)
+        x = check.float_batch("x", x.astype(self.dtype, copy=False) if x.dtype.kind in "biuf" else x)
         if x.shape[1] != W1.shape[0]:
             raise ValueError(f"x must have {W1.shape[0]} features per row, got shape {x.shape}")
-        t = ops._targets(t, np.empty((x.shape[0], W2.shape[1]), self.dtype))
+        t = check.targets(t, np.empty((x.shape[0], W2.shape[1]), self.dtype))
         work = self._buffers(x.shape[0], t.ndim == 2)
         paths = _training_paths(x.shape[0]) if lr > 0 else ()  # lr == 0: every path
         if paths:
@@ -211,7 +210,7 @@ class TwoLayerNet:
                     loss = -1.0
                 if loss != -1.0:
                     return loss
-        lr = lr if type(lr) is float else ops._real("lr", lr)
+        lr = lr if type(lr) is float else check.real("lr", lr)
         if not (lr > 0 and np.isfinite(lr)):
             raise ValueError(f"lr must be a positive finite number, got {lr}")
         loss = self._step(x, t, lr)[0]

@@ -12,52 +12,8 @@ from numpy.typing import ArrayLike
 import numpy as np
 
 from . import kernels as K
-from ._docstrings import with_doc
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _asarray(name, a):
-    """`a` as an ndarray; a ragged or unconvertible array-like is an error naming `name`."""
-    if isinstance(a, np.ndarray):
-        return a
-    try:
-        return np.asarray(a)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} is not a rectangular numeric array ({exc})") from None
-
-
-def _float(name, a, ndim=None, dtype=None):
-    """`a` as a C-contiguous, aligned float32/float64 array of its own shape, checked."""
-    arr = _asarray(name, a)
-    if arr.dtype not in _FLOATS and arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in _FLOATS:
-        arr = arr.astype(arr.dtype.newbyteorder("="))  # big-endian data, e.g. from a file
-    if arr.dtype not in _FLOATS:
-        fix = ".astype(np.float32)" if dtype is None else f".astype(np.{dtype})"
-        raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}; convert it with "
-                        f"{name}{fix}")
-    if dtype is not None and arr.dtype != dtype:
-        raise TypeError(f"{name} is {arr.dtype} but the other arrays are {dtype}; convert it "
-                        f"with {name}.astype(np.{dtype})")
-    if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
-    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
-    if not (arr.flags.c_contiguous and arr.flags.aligned):
-        arr = arr.copy(order="C")
-    return arr
-
-
-def _batch(name, a, dtype=None):
-    arr = _float(name, a, 2, dtype)
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {arr.shape}); pass at least one row")
-    return arr
-
-
-def _same_shape(name, a, shape, ref):
-    if a.shape != shape:
-        raise ValueError(f"{name} must have the shape of {ref}, {shape}, got {a.shape}")
-
+from . import validation as check
+from .kernels._docstrings import with_doc
 
 def _out(name, out, shape, dtype, inputs=()):
     """Allocate `out`, or check a caller's buffer (it must be written in place as given)."""
@@ -89,10 +45,10 @@ def _exact_alias(a, b):
 
 
 def _elementwise(kernel, names, arrays, out, out_name, aliasable):
-    first = _float(names[0], arrays[0])
-    rest = [_float(n, a, dtype=first.dtype) for n, a in zip(names[1:], arrays[1:])]
+    first = check.float_array(names[0], arrays[0])
+    rest = [check.float_array(n, a, dtype=first.dtype) for n, a in zip(names[1:], arrays[1:])]
     for n, a in zip(names[1:], rest):
-        _same_shape(n, a, first.shape, names[0])
+        check.same_shape(n, a, first.shape, names[0])
     out = _out(out_name, out, first.shape, first.dtype)
     for n, a in zip(names, [first] + rest):
         # In place (`out` is an input itself) is fine elementwise; a partial overlap (a
@@ -132,9 +88,9 @@ def _rows_match(W, x):
 
 
 def _params(x, W, b):
-    x = _batch("x", x)
-    W = _float("W", W, 2, x.dtype)
-    b = _float("b", b, 1, x.dtype)
+    x = check.float_batch("x", x)
+    W = check.float_array("W", W, 2, x.dtype)
+    b = check.float_array("b", b, 1, x.dtype)
     _rows_match(W, x)
     if b.shape[0] != W.shape[1]:
         raise ValueError(f"b must have {W.shape[1]} elements (W has {W.shape[1]} columns), got "
@@ -184,11 +140,11 @@ def affine_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: boo
     -------
     dx, dW, db : ndarray or None, ndarray, ndarray
     """
-    x = _batch("x", x)
-    W = _float("W", W, 2, x.dtype)
-    dout = _float("dout", dout, 2, x.dtype)
+    x = check.float_batch("x", x)
+    W = check.float_array("W", W, 2, x.dtype)
+    dout = check.float_array("dout", dout, 2, x.dtype)
     _rows_match(W, x)
-    _same_shape("dout", dout, (x.shape[0], W.shape[1]), "x @ W")
+    check.same_shape("dout", dout, (x.shape[0], W.shape[1]), "x @ W")
     ins = [("x", x), ("W", W), ("dout", dout)]
     dW = _out("dW", dW, W.shape, x.dtype, ins)
     db = _out("db", db, (W.shape[1],), x.dtype, ins + [("dW", dW)])
@@ -198,32 +154,6 @@ def affine_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, *, need_dx: boo
         return dx, dW, db
     K.affine_backward(dout, x, W, dW, db)
     return None, dW, db
-
-
-def _targets(t, x):
-    """Labels as a C-contiguous intp (n,) array, or one-hot rows as x's dtype (n, c)."""
-    t = _asarray("t", t)
-    n, c = x.shape
-    if t.dtype == np.bool_ or not (np.issubdtype(t.dtype, np.integer)
-                                  or np.issubdtype(t.dtype, np.floating)):
-        raise TypeError(f"t must hold integer labels or float one-hot rows, got {t.dtype}; "
-                        "convert labels with t.astype(np.int64)")
-    if t.ndim == 1:
-        if not np.issubdtype(t.dtype, np.integer):
-            raise TypeError(f"1-D t must hold integer labels, got {t.dtype}; convert with "
-                            "t.astype(np.int64)")
-        if t.shape[0] != n:
-            raise ValueError(f"t must have one label per row of x ({n}), got {t.shape[0]}")
-        lo, hi = int(t.min()), int(t.max())
-        if lo < 0 or hi >= c:
-            raise ValueError(f"labels in t must be in [0, {c}) for {c} classes, got range "
-                             f"[{lo}, {hi}]")
-        return np.ascontiguousarray(t, dtype=np.intp)
-    if t.ndim == 2:
-        if t.shape != x.shape:
-            raise ValueError(f"one-hot t must have the shape of x, {x.shape}, got {t.shape}")
-        return np.ascontiguousarray(t, dtype=x.dtype)
-    raise ValueError(f"t must be 1-D labels or 2-D one-hot rows, got shape {t.shape}")
 
 
 def softmax_cross_entropy(x: ArrayLike, t: ArrayLike, dx: np.ndarray | None = None) -> tuple[float, np.ndarray]:
@@ -242,22 +172,12 @@ def softmax_cross_entropy(x: ArrayLike, t: ArrayLike, dx: np.ndarray | None = No
     loss : float
     dx : ndarray, (n, c)
     """
-    x = _batch("x", x)
+    x = check.float_batch("x", x)
     if x.shape[1] == 0:
         raise ValueError(f"x must have at least one class (column), got shape {x.shape}")
-    t = _targets(t, x)
+    t = check.targets(t, x)
     dx = _out("dx", dx, x.shape, x.dtype, [("x", x), ("t", t)])
     return K.softmax_cross_entropy(x, t, dx), dx
-
-
-def _real(name, v):
-    """`v` as a Python float; anything but a real scalar is a TypeError naming `name`."""
-    if isinstance(v, (str, bytes, complex)) or np.ndim(v) != 0 or np.iscomplexobj(v):
-        raise TypeError(f"{name} must be a real number, got {v!r:.60}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}") from None
 
 
 def _param_grad(param, grad):
@@ -266,19 +186,19 @@ def _param_grad(param, grad):
     if not isinstance(param, np.ndarray):
         raise TypeError(f"param must be a numpy.ndarray (updated in place), got "
                         f"{type(param).__name__}")
-    if param.dtype not in _FLOATS:
+    if param.dtype not in check.FLOATS:
         raise TypeError(f"param must be float32 or float64, got {param.dtype}; keep parameters "
                         "as float arrays")
     _out("param", param, param.shape, param.dtype)
-    grad = _float("grad", grad, dtype=param.dtype)
-    _same_shape("grad", grad, param.shape, "param")
+    grad = check.float_array("grad", grad, dtype=param.dtype)
+    check.same_shape("grad", grad, param.shape, "param")
     return grad
 
 
 def sgd_update(param: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
     """``param -= lr * grad`` in place; `param` must be a writeable C-contiguous float array."""
     grad = _param_grad(param, grad)
-    lr = _real("lr", lr)
+    lr = check.real("lr", lr)
     if not np.isfinite(lr):
         raise ValueError(f"lr must be finite, got {lr}")
     if param.size:
@@ -288,21 +208,6 @@ def sgd_update(param: np.ndarray, grad: ArrayLike, lr: float) -> np.ndarray:
 
 # -- the book's chapter-6 optimizers (fastbp.kernels.optimizers) --------------------------
 
-def _finite(name, v, low=None):
-    v = _real(name, v)
-    if not np.isfinite(v) or (low is not None and v < low):
-        raise ValueError(f"{name} must be finite{'' if low is None else f' and >= {low}'}, "
-                         f"got {v}")
-    return v
-
-
-def _unit(name, v):
-    v = _real(name, v)
-    if not 0 <= v < 1:  # NaN fails too
-        raise ValueError(f"{name} must be in [0, 1), got {v}")
-    return v
-
-
 def _state(name, s, param, others):
     """Check an optimizer state array: written in place, so it must be exactly right."""
     fix = "create it once with np.zeros_like(param) and pass it to every update"
@@ -311,7 +216,7 @@ def _state(name, s, param, others):
                         f"got {type(s).__name__}; {fix}")
     if s.dtype != param.dtype:
         raise TypeError(f"{name} must be {param.dtype} like param, got {s.dtype}; {fix}")
-    _same_shape(name, s, param.shape, "param")
+    check.same_shape(name, s, param.shape, "param")
     if not (s.flags.c_contiguous and s.flags.writeable):
         raise ValueError(f"{name} must be a writeable C-contiguous array; {fix}")
     for other_name, other in others:
@@ -343,8 +248,8 @@ def _run_update(kernel, flat, param, *hyper):
 def _velocity_update(kernel, param, grad, v, lr, momentum, decay):
     """Momentum's and Nesterov's checks and call: the same arguments, another kernel."""
     flat = _update_arrays(param, grad, v=v)
-    lr, momentum = _finite("lr", lr), _unit("momentum", momentum)
-    decay = _finite("decay", decay, 0)
+    lr, momentum = check.finite("lr", lr), check.unit_interval("momentum", momentum)
+    decay = check.finite("decay", decay, 0)
     return _run_update(kernel, flat, param, lr, momentum, decay)
 
 
@@ -385,7 +290,7 @@ def sgd_decay_update(param: np.ndarray, grad: ArrayLike, lr: float, decay: float
         `param`.
     """
     flat = _update_arrays(param, grad)
-    lr, decay = _finite("lr", lr), _finite("decay", decay, 0)
+    lr, decay = check.finite("lr", lr), check.finite("decay", decay, 0)
     return _run_update(K.sgd_decay_update, flat, param, lr, decay)
 
 
@@ -435,7 +340,7 @@ def adagrad_update(param: np.ndarray, grad: ArrayLike, h: np.ndarray, lr: float,
     {decay_returns}
     """
     flat = _update_arrays(param, grad, h=h)
-    lr, decay = _finite("lr", lr), _finite("decay", decay, 0)
+    lr, decay = check.finite("lr", lr), check.finite("decay", decay, 0)
     return _run_update(K.adagrad_update, flat, param, lr, decay)
 
 
@@ -458,8 +363,8 @@ def rmsprop_update(param: np.ndarray, grad: ArrayLike, h: np.ndarray, lr: float,
     {decay_returns}
     """
     flat = _update_arrays(param, grad, h=h)
-    lr, decay_rate = _finite("lr", lr), _unit("decay_rate", decay_rate)
-    decay = _finite("decay", decay, 0)
+    lr, decay_rate = check.finite("lr", lr), check.unit_interval("decay_rate", decay_rate)
+    decay = check.finite("decay", decay, 0)
     return _run_update(K.rmsprop_update, flat, param, lr, decay_rate, decay)
 
 
@@ -484,9 +389,9 @@ def adam_update(param: np.ndarray, grad: ArrayLike, m: np.ndarray, v: np.ndarray
     {decay_returns}
     """
     flat = _update_arrays(param, grad, m=m, v=v)
-    lr_t = _finite("lr_t", lr_t)
-    beta1, beta2 = _unit("beta1", beta1), _unit("beta2", beta2)
-    decay = _finite("decay", decay, 0)
+    lr_t = check.finite("lr_t", lr_t)
+    beta1, beta2 = check.unit_interval("beta1", beta1), check.unit_interval("beta2", beta2)
+    decay = check.finite("decay", decay, 0)
     return _run_update(K.adam_update, flat, param, lr_t, beta1, beta2, decay)
 
 
@@ -511,7 +416,7 @@ class BatchNormGrads(NamedTuple):
 
 def _features(name, a, D, dtype):
     """A (D,) per-feature array (gamma, beta, std, ...) of `dtype`, checked."""
-    a = _float(name, a, 1, dtype)
+    a = check.float_array(name, a, 1, dtype)
     if a.shape[0] != D:
         raise ValueError(f"{name} must have {D} elements (one per feature of x), got shape "
                          f"{a.shape}")
@@ -569,11 +474,11 @@ def batchnorm_forward(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike,
         normalized batch and ``sqrt(var + EPS_BN)`` (the last three are what
         :func:`batchnorm_backward` needs). Otherwise the output alone. Arrays of `x`'s dtype.
     """
-    x = _batch("x", x)
+    x = check.float_batch("x", x)
     n, D = x.shape
     gamma = _features("gamma", gamma, D, x.dtype)
     beta = _features("beta", beta, D, x.dtype)
-    momentum = _real("momentum", momentum)
+    momentum = check.real("momentum", momentum)
     if not 0 <= momentum <= 1:  # NaN fails too
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     if train_flg:
@@ -620,12 +525,12 @@ def batchnorm_backward(dout: ArrayLike, xc: np.ndarray, xn: np.ndarray, std: np.
     BatchNormGrads
         ``(dx, dgamma, dbeta)``, of shapes (n, D), (D,), (D,) and `dout`'s dtype.
     """
-    dout = _batch("dout", dout)
+    dout = check.float_batch("dout", dout)
     n, D = dout.shape
-    xc = _float("xc", xc, 2, dout.dtype)
-    _same_shape("xc", xc, dout.shape, "dout")
-    xn = _float("xn", xn, 2, dout.dtype)
-    _same_shape("xn", xn, dout.shape, "dout")
+    xc = check.float_array("xc", xc, 2, dout.dtype)
+    check.same_shape("xc", xc, dout.shape, "dout")
+    xn = check.float_array("xn", xn, 2, dout.dtype)
+    check.same_shape("xn", xn, dout.shape, "dout")
     std = _features("std", std, D, dout.dtype)
     gamma = _features("gamma", gamma, D, dout.dtype)
     if not (std > 0).all():
@@ -635,14 +540,6 @@ def batchnorm_backward(dout: ArrayLike, xc: np.ndarray, xn: np.ndarray, std: np.
     dgamma, dbeta = np.empty(D, dout.dtype), np.empty(D, dout.dtype)
     K.batchnorm_backward(dout, xc, xn, std, gamma, dgamma, dbeta, dx)
     return BatchNormGrads(dx, dgamma, dbeta)
-
-
-def _ratio(v, name="ratio"):
-    v = _real(name, v)
-    if not 0 <= v <= 1:  # NaN fails too
-        raise ValueError(f"{name} (the probability of dropping an element) must be in [0, 1], "
-                         f"got {v}")
-    return v
 
 
 def _uint64(name, v):
@@ -656,7 +553,7 @@ def _uint64(name, v):
 def _mask(mask, shape, ref):
     """A dropout mask for an array `ref` of `shape`, as C-contiguous uint8 0/1 (a bool mask
     is viewed, not copied)."""
-    m = _asarray("mask", mask)
+    m = check.as_array("mask", mask)
     if m.dtype == np.bool_:
         m = m.view(np.uint8)
     elif m.dtype != np.uint8:
@@ -664,7 +561,7 @@ def _mask(mask, shape, ref):
                         "dropout_forward returned, or mask.astype(np.uint8)")
     elif m.size and m.max() > 1:
         raise ValueError(f"mask must hold only 0 and 1, got the value {m.max()}")
-    _same_shape("mask", m, shape, ref)
+    check.same_shape("mask", m, shape, ref)
     return m if m.flags.c_contiguous else m.copy(order="C")
 
 
@@ -689,8 +586,8 @@ def dropout_forward(x: ArrayLike, ratio: float, seed: int, stream: int = 0
     out : ndarray, shape and dtype of `x`
     mask : ndarray, uint8 (0 or 1), shape of `x`
     """
-    x = _float("x", x)
-    ratio = _ratio(ratio)
+    x = check.float_array("x", x)
+    ratio = check.ratio(ratio)
     seed = _uint64("seed", seed)
     stream = _uint64("stream", stream)
     mask = np.empty(x.shape, np.uint8)
@@ -701,9 +598,25 @@ def dropout_forward(x: ArrayLike, ratio: float, seed: int, stream: int = 0
     return out, mask
 
 
-def _apply_mask(name, a, mask, out):
-    """``a * mask`` into `out` (allocated if None; may be `a` itself)."""
-    a = _float(name, a)
+def apply_mask(a: ArrayLike, mask: ArrayLike, out: np.ndarray | None = None, *,
+               name: str = "a") -> np.ndarray:
+    """``a * mask`` for a dropout mask: the product of dropout's forward pass with a mask
+    drawn elsewhere (the :class:`~fastbp.layers.Dropout` layer's) and of its backward pass.
+
+    Parameters
+    ----------
+    a : array_like, float32 or float64, any shape
+    mask : array_like, bool or uint8 (0 or 1), shape of `a`
+    out : ndarray, optional
+        Written in place if given (may be `a` itself).
+    name : str, optional
+        What the caller calls `a`, for the error messages.
+
+    Returns
+    -------
+    ndarray, shape and dtype of `a`
+    """
+    a = check.float_array(name, a)
     mask = _mask(mask, a.shape, name)
     out = _out("out", out, a.shape, a.dtype, [("mask", mask)])
     if np.may_share_memory(out, a) and not _exact_alias(out, a):
@@ -729,7 +642,7 @@ def dropout_backward(dout: ArrayLike, mask: ArrayLike, out: np.ndarray | None = 
     -------
     ndarray, shape and dtype of `dout`
     """
-    return _apply_mask("dout", dout, mask, out)
+    return apply_mask(dout, mask, out, name="dout")
 
 
 # -- convolution and pooling (chapter 7) ------------------------------------------------
@@ -748,17 +661,6 @@ def _window_int(name, v, minimum):
     return int(v)
 
 
-def _images(name, x, dtype=None):
-    """A non-empty (N, C, H, W) float batch, C-contiguous."""
-    x = _float(name, x, dtype=dtype)
-    if x.ndim != 4:
-        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {x.shape}; a batch of "
-                         f"flat MNIST rows is x.reshape(-1, 1, 28, 28)")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {x.shape}); pass at least one image")
-    return x
-
-
 def _out_len(size, window, stride, pad, axis, window_name):
     """``(size + 2 pad - window) / stride + 1``, which must be a whole number >= 1."""
     if window > size + 2 * pad:
@@ -771,7 +673,8 @@ def _out_len(size, window, stride, pad, axis, window_name):
     return (size + 2 * pad - window) // stride + 1
 
 
-def conv_shapes(x_shape, W_shape, stride, pad):
+def conv_shapes(x_shape: tuple[int, ...], W_shape: tuple[int, ...], stride: int, pad: int
+                ) -> tuple[int, int, int, int]:
     """Check a convolution's geometry; return ``(stride, pad, OH, OW)``.
 
     Raises ValueError naming `W`, `stride` or `pad` (see :func:`conv2d_forward`).
@@ -790,7 +693,8 @@ def conv_shapes(x_shape, W_shape, stride, pad):
     return stride, pad, OH, OW
 
 
-def pool_shapes(x_shape, pool_h, pool_w, stride, pad):
+def pool_shapes(x_shape: tuple[int, ...], pool_h: int, pool_w: int, stride: int, pad: int
+                ) -> tuple[int, int, int, int, int, int]:
     """Check a pooling window's geometry; return ``(pool_h, pool_w, stride, pad, OH, OW)``."""
     pool_h = _window_int("pool_h", pool_h, 1)
     pool_w = _window_int("pool_w", pool_w, 1)
@@ -801,7 +705,8 @@ def pool_shapes(x_shape, pool_h, pool_w, stride, pad):
     return pool_h, pool_w, stride, pad, OH, OW
 
 
-def conv2d_forward(x, W, b, stride=1, pad=0):
+def conv2d_forward(x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: int = 1, pad: int = 0
+                   ) -> np.ndarray:
     """Convolution of a batch of images, the book's ``Convolution.forward``.
 
     Parameters
@@ -827,10 +732,10 @@ def conv2d_forward(x, W, b, stride=1, pad=0):
         larger than the padded input, `stride` < 1 or `pad` < 0 or either is not an
         integer, or the output size is not a whole number.
     """
-    x = _images("x", x)
-    W = _float("W", W, dtype=x.dtype)
+    x = check.images("x", x)
+    W = check.float_array("W", W, dtype=x.dtype)
     stride, pad, OH, OW = conv_shapes(x.shape, W.shape, stride, pad)
-    b = _float("b", b, 1, x.dtype)
+    b = check.float_array("b", b, 1, x.dtype)
     if b.shape[0] != W.shape[0]:
         raise ValueError(f"b must have {W.shape[0]} elements (one per filter of W), got "
                          f"shape {b.shape}")
@@ -846,7 +751,8 @@ class ConvGrads(NamedTuple):
     db: np.ndarray
 
 
-def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
+def conv2d_backward(dout: ArrayLike, x: ArrayLike, W: ArrayLike, stride: int = 1, pad: int = 0,
+                    *, need_dx: bool = True) -> ConvGrads:
     """Gradients of :func:`conv2d_forward`.
 
     Parameters
@@ -864,11 +770,11 @@ def conv2d_backward(dout, x, W, stride=1, pad=0, *, need_dx=True):
     ConvGrads
         ``dx`` (N, C, H, W) or None, ``dW`` (FN, C, FH, FW), ``db`` (FN,).
     """
-    x = _images("x", x)
-    W = _float("W", W, dtype=x.dtype)
+    x = check.images("x", x)
+    W = check.float_array("W", W, dtype=x.dtype)
     stride, pad, OH, OW = conv_shapes(x.shape, W.shape, stride, pad)
-    dout = _float("dout", dout, 4, x.dtype)
-    _same_shape("dout", dout, (x.shape[0], W.shape[0], OH, OW), "the convolution's output")
+    dout = check.float_array("dout", dout, 4, x.dtype)
+    check.same_shape("dout", dout, (x.shape[0], W.shape[0], OH, OW), "the convolution's output")
     dW = np.empty_like(W)
     db = np.empty(W.shape[0], x.dtype)
     dx = np.empty_like(x) if need_dx else None
@@ -882,7 +788,8 @@ class PoolResult(NamedTuple):
     argmax: np.ndarray
 
 
-def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
+def maxpool_forward(x: ArrayLike, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0
+                    ) -> PoolResult:
     """Max pooling, the book's ``Pooling.forward`` (zero padding counts as values).
 
     Parameters
@@ -899,7 +806,7 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
         ``out`` (N, C, OH, OW) and ``argmax`` (N, C, OH, OW) int32, the row-major index
         ``wy * pool_w + wx`` of each window's first largest value.
     """
-    x = _images("x", x)
+    x = check.images("x", x)
     pool_h, pool_w, stride, pad, OH, OW = pool_shapes(x.shape, pool_h, pool_w, stride, pad)
     out = np.empty(x.shape[:2] + (OH, OW), x.dtype)
     argmax = np.empty(out.shape, np.int32)
@@ -907,7 +814,8 @@ def maxpool_forward(x, pool_h, pool_w, stride=2, pad=0):
     return PoolResult(out, argmax)
 
 
-def maxpool_backward(dout, argmax, x_shape, pool_h, pool_w, stride=2, pad=0):
+def maxpool_backward(dout: ArrayLike, argmax: ArrayLike, x_shape: tuple[int, ...], pool_h: int,
+                     pool_w: int, stride: int = 2, pad: int = 0) -> np.ndarray:
     """Gradient of :func:`maxpool_forward`.
 
     Parameters
@@ -928,12 +836,12 @@ def maxpool_backward(dout, argmax, x_shape, pool_h, pool_w, stride=2, pad=0):
     if len(shape) != 4 or shape[0] == 0:
         raise ValueError(f"x_shape must be a non-empty (N, C, H, W), got {x_shape}")
     pool_h, pool_w, stride, pad, OH, OW = pool_shapes(shape, pool_h, pool_w, stride, pad)
-    dout = _float("dout", dout, 4)
-    _same_shape("dout", dout, shape[:2] + (OH, OW), "the pooling output")
-    a = _asarray("argmax", argmax)
+    dout = check.float_array("dout", dout, 4)
+    check.same_shape("dout", dout, shape[:2] + (OH, OW), "the pooling output")
+    a = check.as_array("argmax", argmax)
     if a.dtype.kind not in "iu":
         raise TypeError(f"argmax must hold integers, got {a.dtype}")
-    _same_shape("argmax", a, dout.shape, "dout")
+    check.same_shape("argmax", a, dout.shape, "dout")
     if a.size and (a.min() < 0 or a.max() >= pool_h * pool_w):
         raise ValueError(f"argmax must be in [0, {pool_h * pool_w}) (indices into the "
                          f"pool_h x pool_w window), got [{a.min()}, {a.max()}]")

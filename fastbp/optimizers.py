@@ -30,16 +30,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from .kernels import optimizers as _K
-from .ops import _FLOATS, _float, _real, _same_shape
+from . import validation as check
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"]
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AnyOptimizer"]
 
 # Size-0 stand-ins for unused state arrays: typed like the parameters, never written.
-_NO_STATE = {dt: np.empty(0, dt) for dt in _FLOATS}
+_NO_STATE = {dt: np.empty(0, dt) for dt in check.FLOATS}
 
 
 def _learning_rate(owner, name, value):
-    v = _real(name, value)
+    v = check.real(name, value)
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {v}; e.g. "
                          f"{owner}({name}=0.01)")
@@ -47,10 +47,22 @@ def _learning_rate(owner, name, value):
 
 
 def _unit_interval(owner, name, value):
-    v = _real(name, value)
-    if not 0 <= v < 1:  # NaN fails too
-        raise ValueError(f"{name} must be in [0, 1), got {v}; e.g. {owner}({name}=0.9)")
-    return v
+    return check.unit_interval(name, value, f"{owner}({name}=0.9)")
+
+
+def _sections(hypers, state, attributes):
+    # The numpydoc Parameters and Attributes of an optimizer class (_Optimizer).
+    lines = ["Parameters", "----------", "lr : float", "    Learning rate, > 0."]
+    if hypers:
+        lines += [f"{', '.join(hypers)} : float", "    In [0, 1)."]
+    if state or attributes:
+        lines += ["", "Attributes", "----------"]
+    if attributes:
+        lines += attributes.replace("\n        ", "\n    ").split("\n")
+    if state:
+        lines += [f"{', '.join(state[0])} : dict of str to ndarray or None",
+                  f"    {state[1]} per parameter, created on the first update."]
+    return "\n    ".join(lines).replace("\n    \n", "\n\n")
 
 
 class _Hyper:
@@ -73,16 +85,42 @@ class _Hyper:
 
 
 class _Optimizer:
-    """What the six optimizers share; subclasses set `kind`, `_state` and `_hyper_names`
-    (Adam also `peek_hyper`)."""
+    """What the six optimizers share. A subclass gives its data as class keywords (see
+    :meth:`__init_subclass__`); Adam also overrides `peek_hyper`."""
 
     kind = None
     #: Names of the per-parameter state dicts, in kernel order (state1, state2).
     _state = ()
+    #: The constructor's hyperparameters, in kernel order (lr, c1, c2).
+    _hyper_names = ("lr",)
 
     lr = _Hyper(_learning_rate)
 
-    def __init__(self, lr):
+    def __init_subclass__(cls, kind=None, hypers=None, state=None, attributes="", **kwargs):
+        """Set up an optimizer class from its data: `kind` (its kernel code), `hypers` (its
+        hyperparameters after lr, each checked to lie in [0, 1)), `state` (the names of its
+        per-parameter state dicts, and what they hold), and `attributes` (more numpydoc
+        Attributes entries). Fills the ``{sections}`` of its docstring from these."""
+        super().__init_subclass__(**kwargs)
+        if kind is None:
+            return
+        cls.kind = kind
+        for name in hypers or ():
+            hyper = _Hyper(_unit_interval)
+            hyper.__set_name__(cls, name)
+            setattr(cls, name, hyper)
+        if hypers is not None:
+            cls._hyper_names = ("lr", *hypers)
+        if state is not None:
+            cls._state = state[0]
+        if "{sections}" in (cls.__doc__ or ""):
+            cls.__doc__ = cls.__doc__.format(sections=_sections(hypers or (), state,
+                                                                attributes))
+
+    def __init__(self, lr, **hypers):
+        # The subclass's own hyperparameters first (each checked by its _Hyper), then lr.
+        for name, value in hypers.items():
+            setattr(self, name, value)
         self.lr = lr
         for name in self._state:
             setattr(self, name, None)
@@ -191,8 +229,8 @@ class _Optimizer:
                 raise ValueError(f"grads has no entry {key!r}; pass a gradient for every key "
                                  f"of params")
             gn = f"grads[{key!r}]"
-            g = _float(gn, grads[key], dtype=p.dtype)
-            _same_shape(gn, g, p.shape, pn)
+            g = check.float_array(gn, grads[key], dtype=p.dtype)
+            check.same_shape(gn, g, p.shape, pn)
             if np.may_share_memory(g, p):
                 raise ValueError(f"{gn} shares memory with {pn}; pass a separate gradient "
                                  f"array")
@@ -276,7 +314,7 @@ class _Optimizer:
         if (cache is not None and cache[0] is flat
                 and all(getattr(self, n) is d for n, d in zip(self._state, cache[1]))):
             return cache[2]
-        if not isinstance(flat, np.ndarray) or flat.dtype not in _FLOATS:
+        if not isinstance(flat, np.ndarray) or flat.dtype not in check.FLOATS:
             raise TypeError(f"flat must be a float32 or float64 numpy.ndarray, got "
                             f"{getattr(flat, 'dtype', type(flat).__name__)}")
         if flat.ndim != 1 or not flat.flags.c_contiguous:
@@ -374,7 +412,7 @@ class _Optimizer:
                 want = " and ".join(f"'{n}/<key>'" for n in self._state) or "no entries"
                 raise ValueError(f"unexpected entry {k!r} in the state of {cls}; expected "
                                  f"{want}")
-            parsed[name][key] = _float(f"state[{k!r}]", state[k])
+            parsed[name][key] = check.float_array(f"state[{k!r}]", state[k])
         keys = set().union(*parsed.values()) if parsed else set()
         for name, arrays in parsed.items():
             for key in keys:
@@ -420,7 +458,7 @@ class _Optimizer:
 
 
 def _check_param(name, p):
-    if not isinstance(p, np.ndarray) or p.dtype not in _FLOATS:
+    if not isinstance(p, np.ndarray) or p.dtype not in check.FLOATS:
         got = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
         raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray (updated in "
                         f"place), got {got}; create parameters as float arrays")
@@ -442,154 +480,85 @@ def _offset_in(name, p, flat):
     return start // flat.itemsize
 
 
-# The classes below look alike on purpose: each spells out the book's constructor, its
-# signature and defaults (user-facing), and what differs is data (kind, state, hypers).
-class SGD(_Optimizer):
+# Each class spells out the book's constructor, its signature and defaults (user-facing);
+# what differs is data, given as class keywords (see _Optimizer.__init_subclass__).
+class SGD(_Optimizer, kind=_K.SGD):
     """Stochastic gradient descent: ``param -= lr * grad``.
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
+    {sections}
     """
-
-    kind = _K.SGD
-    _hyper_names = ("lr",)
 
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
 
-class Momentum(_Optimizer):
+class Momentum(_Optimizer, kind=_K.MOMENTUM, hypers=("momentum",), state=(("v",), "Velocity")):
     """Momentum SGD: ``v = momentum*v - lr*grad; param += v``.
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
-    momentum : float
-        In [0, 1).
-
-    Attributes
-    ----------
-    v : dict of str to ndarray or None
-        Velocity per parameter, created on the first update.
+    {sections}
     """
 
-    kind = _K.MOMENTUM
-    _state = ("v",)
-    _hyper_names = ("lr", "momentum")
-    momentum = _Hyper(_unit_interval)
-
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
-        self.momentum = momentum
-        super().__init__(lr)
+        super().__init__(lr, momentum=momentum)
 
 
-class Nesterov(Momentum):
+class Nesterov(Momentum, kind=_K.NESTEROV):
     """Nesterov's accelerated gradient, in the book's form (arXiv:1212.0901).
 
     ``param += momentum**2 * v; param -= (1+momentum)*lr*grad; v = momentum*v - lr*grad``.
     Constructor, attributes and state as :class:`Momentum`.
     """
 
-    kind = _K.NESTEROV
 
-
-class AdaGrad(_Optimizer):
+class AdaGrad(_Optimizer, kind=_K.ADAGRAD, state=(("h",), "Sum of squared gradients")):
     """AdaGrad: ``h += grad**2; param -= lr*grad / (sqrt(h) + 1e-7)``.
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
-
-    Attributes
-    ----------
-    h : dict of str to ndarray or None
-        Sum of squared gradients per parameter, created on the first update.
+    {sections}
     """
-
-    kind = _K.ADAGRAD
-    _state = ("h",)
-    _hyper_names = ("lr",)
 
     def __init__(self, lr: float = 0.01) -> None:
         super().__init__(lr)
 
 
-class RMSprop(_Optimizer):
+class RMSprop(_Optimizer, kind=_K.RMSPROP, hypers=("decay_rate",),
+              state=(("h",), "Running mean of squared gradients")):
     """RMSprop: ``h = decay_rate*h + (1-decay_rate)*grad**2;
     param -= lr*grad / (sqrt(h) + 1e-7)``.
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
-    decay_rate : float
-        In [0, 1).
-
-    Attributes
-    ----------
-    h : dict of str to ndarray or None
-        Running mean of squared gradients per parameter, created on the first update.
+    {sections}
     """
 
-    kind = _K.RMSPROP
-    _state = ("h",)
-    _hyper_names = ("lr", "decay_rate")
-    decay_rate = _Hyper(_unit_interval)
-
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
-        self.decay_rate = decay_rate
-        super().__init__(lr)
+        super().__init__(lr, decay_rate=decay_rate)
 
 
-class Adam(_Optimizer):
+class Adam(_Optimizer, kind=_K.ADAM, hypers=("beta1", "beta2"),
+           state=(("m", "v"), "First and second moment estimates"),
+           attributes="iter : int\n        Updates made so far."):
     """Adam, in the book's form (arXiv:1412.6980v8).
 
     Each update: ``iter += 1``, ``lr_t = lr * sqrt(1 - beta2**iter) / (1 - beta1**iter)``,
     ``m += (1-beta1)*(grad-m); v += (1-beta2)*(grad**2-v);
     param -= lr_t*m / (sqrt(v) + 1e-7)``.
 
-    Parameters
-    ----------
-    lr : float
-        Learning rate, > 0.
-    beta1, beta2 : float
-        In [0, 1).
-
-    Attributes
-    ----------
-    iter : int
-        Updates made so far.
-    m, v : dict of str to ndarray or None
-        First and second moment estimates per parameter, created on the first update.
+    {sections}
     """
 
-    kind = _K.ADAM
-    _state = ("m", "v")
-    _hyper_names = ("lr", "beta1", "beta2")
-    beta1 = _Hyper(_unit_interval)
-    beta2 = _Hyper(_unit_interval)
-
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
-        self.beta1 = beta1
-        self.beta2 = beta2
         self.iter = 0
-        super().__init__(lr)
+        super().__init__(lr, beta1=beta1, beta2=beta2)
 
-    def peek_hyper(self):
+    def peek_hyper(self) -> tuple[float, float, float]:
         it = self.iter + 1
         # The book's expression, in float64.
         lr_t = self.lr * math.sqrt(1.0 - self.beta2 ** it) / (1.0 - self.beta1 ** it)
         return lr_t, self.beta1, self.beta2
 
-    def advance(self):
+    def advance(self) -> None:
         self.iter += 1
 
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, np.ndarray]:
         out = super().state_dict()
         out["iter"] = np.array(self.iter, np.int64)
         return out
@@ -605,3 +574,7 @@ class Adam(_Optimizer):
         if it < 0:
             raise ValueError(f"state['iter'] must be >= 0, got {int(it)}")
         return {"iter": int(it)}
+
+
+#: Any of the six optimizers, for type hints (``optimizer: AnyOptimizer``).
+AnyOptimizer = SGD | Momentum | Nesterov | AdaGrad | RMSprop | Adam

@@ -33,8 +33,10 @@ scikit-learn is an optional dependency (``pip install fastbp[sklearn]``), import
 by this module.
 """
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -52,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("fastbp.sklearn needs scikit-learn: pip install 'fastbp[sklearn]'"
                       ) from exc
 
-from ._docstrings import with_doc
+from .kernels._docstrings import with_doc
 from .multilayer import MultiLayerNet
 from .optimizers import SGD, Adam, Momentum, Nesterov
 
@@ -169,13 +171,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = dict(_SkMLPClassifier._parameter_constraints)
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
-                 max_fun=15000):
+    def __init__(self, hidden_layer_sizes: int | Sequence[int] = (100,),
+                 activation: str = "relu", *, solver: str = "adam", alpha: float = 0.0001,
+                 batch_size: int | str = "auto", learning_rate: str = "constant",
+                 learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+                 shuffle: bool = True,
+                 random_state: int | np.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -232,7 +237,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._optimizer = opt
 
     # -- fitting --------------------------------------------------------------------------
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+            ) -> "MLPClassifier":
         """Fit the model to `X` and `y`.
 
         Parameters
@@ -253,7 +259,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_check_stochastic)
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                    classes: ArrayLike | None = None) -> "MLPClassifier":
         """One epoch over `X` and `y`, continuing from the current weights.
 
         Parameters
@@ -533,7 +540,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._label_binarizer.inverse_transform(out)
 
     @with_doc(**_PREDICT_DOCS)
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """Predicted classes of the rows of `X`.
 
         {X_returns}
@@ -543,7 +550,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._decode(self._output(X))
 
     @with_doc(**_PREDICT_DOCS)
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities of the rows of `X`.
 
         {X_returns_proba}
@@ -556,7 +563,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     @with_doc(**_PREDICT_DOCS)
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """The natural logarithm of :meth:`predict_proba`.
 
         {X_returns_proba}

@@ -44,11 +44,14 @@ import os
 import socket
 import sys
 import time
+import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import validation as check
 from ._files import atomic_write
 from .sweep_space import (DEFAULTS, PARAMETERS, Grid, SpaceError, book_space, check_space,
                           grid_size, hidden_text, space_from_json, space_from_toml, space_to_json,
@@ -67,7 +70,7 @@ CHECKPOINT_FILE = "best.npz"
 _SPLIT_STREAM = 0x73706C74
 #: Tasks per Ray CPU slot when the batch size is chosen automatically: enough for the
 #: load to balance at the end and the progress bar to move, few enough that the per-task
-#: cost (about 2 ms, docs/decisions/sweep-scheduling.md) stays small.
+#: cost (measured in docs/decisions/sweep-scheduling.md) stays small.
 TASKS_PER_SLOT = 6
 #: Finished trials the median rule needs at an epoch before it stops anything there.
 MEDIAN_MIN_TRIALS = 4
@@ -120,7 +123,7 @@ class SweepResult:
     files: dict = field(default_factory=dict)
 
     @property
-    def best(self):
+    def best(self) -> dict | None:
         """The best trial's result dict (None when no trial finished)."""
         return self.results[0] if self.results else None
 
@@ -129,11 +132,10 @@ class SweepResult:
 
 
 def _int(name, value, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise SweepError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise SweepError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    try:
+        return check.integer(name, value, minimum)
+    except (TypeError, ValueError) as exc:  # a sweep's settings errors are all SweepError
+        raise SweepError(str(exc)) from None
 
 
 def _settings(space, trials, seed, train_size, validation_rate, dtype, early_stop,
@@ -178,7 +180,7 @@ def _settings(space, trials, seed, train_size, validation_rate, dtype, early_sto
                 early_stop=early_stop, grace_epochs=grace_epochs, meta=dict(meta or {}))
 
 
-def load_settings(out) -> dict:
+def load_settings(out: str | os.PathLike) -> dict:
     """The settings of the sweep in folder `out` (its ``sweep.json``), checked.
 
     Returns
@@ -208,7 +210,7 @@ def load_settings(out) -> dict:
     return settings
 
 
-def read_results(out) -> list:
+def read_results(out: str | os.PathLike) -> list:
     """The trials recorded in ``out/results.jsonl`` (dicts, in file order). A last line cut
     short by a crash is ignored; a damaged line elsewhere is a :class:`SweepError`."""
     path = Path(out) / RESULTS_FILE
@@ -233,7 +235,7 @@ CONFIG_KEYS = ("trials", "seed", "dataset", "train_size", "validation_rate", "dt
                "early_stop", "grace_epochs", "cpus_per_trial", "trials_per_task", "max_retries")
 
 
-def read_config(path) -> dict:
+def read_config(path: str | os.PathLike) -> dict:
     """A sweep's settings from a TOML file.
 
     The file holds any of :data:`CONFIG_KEYS` at the top level and the search space as a
@@ -328,7 +330,7 @@ def _is_loopback(address) -> bool:
     return host in ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def require_ray(address=None):
+def require_ray(address: str | None = None) -> types.ModuleType:
     """Import Ray and return the module, or raise a :class:`SweepError` naming the extra that
     installs it. `address` (default ``$RAY_ADDRESS``) is where the sweep will run.
 
@@ -438,7 +440,7 @@ def _value_text(name, value):
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def format_table(results, space, *, limit=None) -> str:
+def format_table(results: list[dict], space: dict, *, limit: int | None = None) -> str:
     """The results as a text table, in the given order: trial, the space's parameters,
     validation and training accuracy, epochs, seconds, status.
 
@@ -487,7 +489,8 @@ def _csv_bytes(results) -> bytes:
     return buf.getvalue().encode()
 
 
-def plot_best(results, path, *, count=20, columns=5):
+def plot_best(results: list[dict], path: str | os.PathLike, *, count: int = 20,
+              columns: int = 5) -> None:
     """The book's "Best-N" figure: validation (solid) and training (dashed) accuracy per
     epoch of the best `count` trials, `columns` per row, y from 0 to 1.
 
@@ -529,10 +532,13 @@ def plot_best(results, path, *, count=20, columns=5):
 # --------------------------------------------------------------------------- the sweep
 
 
-def sweep(data, space=None, *, trials=None, seed=None, train_size=500, validation_rate=0.2,
-          dtype="float32", out=None, resume=False, address=None, num_cpus=None,
-          cpus_per_trial=1, trials_per_task=None, max_retries=3, early_stop=None,
-          grace_epochs=None, progress=True, meta=None, on_start=None) -> SweepResult:
+def sweep(data: tuple, space: dict | None = None, *, trials: int | None = None,
+          seed: int | None = None, train_size: int | None = 500, validation_rate: float = 0.2,
+          dtype: str = "float32", out: str | os.PathLike | None = None, resume: bool = False,
+          address: str | None = None, num_cpus: int | None = None, cpus_per_trial: int = 1,
+          trials_per_task: int | None = None, max_retries: int = 3, early_stop: str | None = None,
+          grace_epochs: int | None = None, progress: bool = True, meta: dict | None = None,
+          on_start: Callable[..., object] | None = None) -> SweepResult:
     """Random and grid search over training settings, on Ray.
 
     Parameters

@@ -57,12 +57,16 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 from tqdm.auto import tqdm
 
 from .checkpoint import (Checkpoint, History, build_multilayer, hyperparameters, is_multilayer,
                          load_checkpoint, load_params, model_kind, run_settings, save_checkpoint)
+from . import validation as check
 from .kernels.gather import encode_pixels, gather_pixels, pixel_table
+from .optimizers import AnyOptimizer
 from .plotting import plot_history
+from .trainer import AnyNetwork
 
 __all__ = ["BatchSource", "EpochRecord", "Evaluator", "History", "MODEL_CHOICES", "NETWORKS", "Settings",
            "TrainResult", "accuracy", "describe", "plot_history", "train"]
@@ -131,7 +135,7 @@ def _labels(t: np.ndarray) -> np.ndarray:
     return t.argmax(axis=1) if t.ndim == 2 else t
 
 
-def accuracy(net, x: np.ndarray, t: np.ndarray, *, chunk_size: int = 10000) -> float:
+def accuracy(net: AnyNetwork, x: np.ndarray, t: np.ndarray, *, chunk_size: int = 10000) -> float:
     """Fraction of rows of ``x`` that ``net`` classifies as ``t``.
 
     Evaluated in chunks of ``chunk_size`` rows so the hidden activations of a
@@ -183,7 +187,7 @@ def _fused_count(net, x, labels, chunk_size):
     if not isinstance(net, TwoLayerNet) or not isinstance(x, np.ndarray) or x.ndim != 2:
         return None
     try:
-        W1, b1, W2, b2 = net._checked_params()
+        W1, b1, W2, b2 = net.checked_params()
     except ValueError:
         return None
     C = W2.shape[1]
@@ -202,14 +206,6 @@ def _fused_count(net, x, labels, chunk_size):
         return int(count_correct(x[start:stop], labels[start:stop], W1, b1, W2, b2,
                                  h[:m], y[:m], hit[:m]))
     return count
-
-
-def _check_int(name, value, *, minimum=1):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_xt(name, x, t, dtype):
@@ -286,11 +282,11 @@ def _checked_options(hidden_size, activation, weight_init_std, optimizer, optimi
         given["model"] = model
     listed = isinstance(hidden_size, Sequence) and not isinstance(hidden_size, str)
     if listed:
-        given["hidden_size"] = [_check_int(f"hidden_size[{i}]", h) for i, h in enumerate(hidden_size)]
+        given["hidden_size"] = [check.integer(f"hidden_size[{i}]", h, 1) for i, h in enumerate(hidden_size)]
         if not given["hidden_size"]:
             raise ValueError("hidden_size must list at least one hidden layer, e.g. [100, 100]")
     elif hidden_size is not None:
-        given["hidden_size"] = [_check_int("hidden_size", hidden_size)]
+        given["hidden_size"] = [check.integer("hidden_size", hidden_size, 1)]
     if activation is not None:
         if activation not in ("relu", "sigmoid"):
             raise ValueError(f"activation must be 'relu' or 'sigmoid', got {activation!r}")
@@ -546,8 +542,8 @@ class Settings:
         """
         # Unset settings continue the checkpoint's run, else the book's.
         saved = ckpt.meta if ckpt is not None else {}
-        batch_size = _check_int("batch_size", saved.get("batch_size", 100) if batch_size is None else batch_size)
-        eval_chunk = _check_int("eval_chunk", eval_chunk)
+        batch_size = check.integer("batch_size", saved.get("batch_size", 100) if batch_size is None else batch_size, 1)
+        eval_chunk = check.integer("eval_chunk", eval_chunk, 1)
         given, listed = _checked_options(**network)
         spec = _network_spec(ckpt, net, given, listed)
         lr = _check_lr(_default_lr(lr, ckpt, spec))
@@ -560,7 +556,7 @@ class Settings:
             seed = saved.get("seed", seed)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
-        seed = _check_int("seed", seed, minimum=0)
+        seed = check.integer("seed", seed, 0)
         if ckpt is not None:
             dtype = np.dtype(saved["dtype"])
         elif net is not None:
@@ -569,17 +565,17 @@ class Settings:
             dtype = _check_dtype(dtype)
         steps_per_epoch = max(n_train // batch_size, 1)
         if epochs is not None:
-            iterations = _check_int("epochs", epochs) * steps_per_epoch
+            iterations = check.integer("epochs", epochs, 1) * steps_per_epoch
         elif iterations is None:
             # Resuming without a target finishes the interrupted run.
             iterations = saved.get("iterations", 10000)
-        iterations = _check_int("iterations", iterations)
+        iterations = check.integer("iterations", iterations, 1)
         meta.update(seed=seed, batch_size=batch_size, lr=lr, iterations=iterations)
         # Stored only when chosen: by default a resumed run evaluates once per epoch of its
         # own batch size.
         eval_every = saved.get("eval_every") if eval_every is None else eval_every
         if eval_every is not None:
-            meta["eval_every"] = eval_every = _check_int("eval_every", eval_every)
+            meta["eval_every"] = eval_every = check.integer("eval_every", eval_every, 1)
         else:
             eval_every = steps_per_epoch
         return cls(network=spec, lr=lr, batch_size=batch_size, iterations=iterations,
@@ -738,7 +734,7 @@ class BatchSource:
         batch, for compiling).
     """
 
-    def __init__(self, x, t, seed, batch_size):
+    def __init__(self, x: np.ndarray, t: np.ndarray, seed: int, batch_size: int) -> None:
         n = x.shape[0]
         self._source, self._labels, self._seed, self._n = x, t, seed, n
         self.x = np.empty((batch_size, x.shape[1]), dtype=x.dtype)
@@ -755,7 +751,7 @@ class BatchSource:
             self._block = _batch_block(self._seed, self._block_id, self._n, self.x.shape[0])
         return self._block[s % BLOCK]
 
-    def fill(self, s: int):
+    def fill(self, s: int) -> tuple[np.ndarray, np.ndarray]:
         """Gather step `s`'s rows into :attr:`x` and :attr:`t`; return ``(x, t)``."""
         rows = self.indices(s)
         if self._pixels is not None:
@@ -784,10 +780,11 @@ class Evaluator:
         Rows per compiled forward call (see :func:`accuracy`).
     """
 
-    def __init__(self, x_train, t_train, x_test, t_test, chunk):
+    def __init__(self, x_train: np.ndarray, t_train: np.ndarray, x_test: np.ndarray,
+                 t_test: np.ndarray, chunk: int) -> None:
         self.x_train, self.t_train, self.x_test, self.t_test, self.chunk = x_train, t_train, x_test, t_test, chunk
 
-    def __call__(self, net):
+    def __call__(self, net: AnyNetwork) -> tuple[float, float]:
         """``(train_acc, test_acc)`` of `net`."""
         train_acc = accuracy(net, self.x_train, self.t_train, chunk_size=self.chunk)
         if self.x_test is None:
@@ -998,7 +995,7 @@ def _run(settings, net, optimizer, recorder, batches, evaluate, on_epoch, progre
 
 
 def train(
-    data,
+    data: tuple,
     *,
     iterations: int | None = None,
     epochs: int | None = None,
@@ -1012,11 +1009,11 @@ def train(
     weight_decay: float | None = None,
     dropout: float | None = None,
     batchnorm: bool | None = None,
-    dtype=np.float32,
+    dtype: DTypeLike = np.float32,
     seed: int | None = None,
     model: str | None = None,
     eval_every: int | None = None,
-    net=None,
+    net: AnyNetwork | None = None,
     resume: str | os.PathLike | Checkpoint | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_meta: dict | None = None,
@@ -1171,7 +1168,7 @@ def _hidden_text(sizes) -> str:
     return "-".join(parts)
 
 
-def describe(net, optimizer=None) -> str:
+def describe(net: AnyNetwork, optimizer: AnyOptimizer | None = None) -> str:
     """One line naming a network and its optimizer, e.g. ``"784-100x4-10 relu, Adam
     lr=0.001"`` (plot titles, the CLI).
 

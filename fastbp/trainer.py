@@ -49,8 +49,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import optimizers as _optimizers
+from .convnet import SimpleConvNet
+from .multilayer import MultiLayerNet, MultiLayerNetExtend
+from .network import TwoLayerNet
+from . import validation as check
 
-__all__ = ["OPTIMIZERS", "Trainer", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Trainer", "make_optimizer", "AnyNetwork"]
+
+#: Any of fastbp's networks, for type hints (``net: AnyNetwork``).
+AnyNetwork = TwoLayerNet | MultiLayerNet | MultiLayerNetExtend | SimpleConvNet
 
 #: The optimizer classes by the lower-case names the book's ``Trainer`` accepts.
 OPTIMIZERS = {
@@ -120,14 +127,6 @@ def _has_fused_step(network) -> bool:
         return "optimizer" in inspect.signature(step).parameters
     except (TypeError, ValueError):  # a builtin or extension callable without a signature
         return False
-
-
-def _positive_int(name, value):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def _pair(name, x, t):
@@ -209,7 +208,7 @@ class Trainer:
         If a size is out of range, the arrays do not pair up, or the optimizer is unknown.
     """
 
-    def __init__(self, network, x_train: np.ndarray, t_train: np.ndarray, x_test: np.ndarray,
+    def __init__(self, network: AnyNetwork, x_train: np.ndarray, t_train: np.ndarray, x_test: np.ndarray,
                  t_test: np.ndarray, epochs: int = 20, mini_batch_size: int = 100,
                  optimizer: str = "SGD", optimizer_param: Mapping | None = None,
                  evaluate_sample_num_per_epoch: int | None = None, verbose: bool = True, *,
@@ -230,10 +229,10 @@ class Trainer:
             raise TypeError(f"epochs must be a number, got {type(epochs).__name__}")
         if not (math.isfinite(epochs) and epochs > 0):
             raise ValueError(f"epochs must be a positive number, got {epochs}")
-        mini_batch_size = _positive_int("mini_batch_size", mini_batch_size)
+        mini_batch_size = check.integer("mini_batch_size", mini_batch_size, 1)
         if evaluate_sample_num_per_epoch is not None:
-            evaluate_sample_num_per_epoch = _positive_int("evaluate_sample_num_per_epoch",
-                                                          evaluate_sample_num_per_epoch)
+            evaluate_sample_num_per_epoch = check.integer("evaluate_sample_num_per_epoch",
+                                                          evaluate_sample_num_per_epoch, 1)
         if optimizer_param is None:
             optimizer_param = {"lr": 0.01}  # the book's default
         optimizer = make_optimizer(optimizer, optimizer_param)

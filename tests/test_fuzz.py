@@ -504,8 +504,8 @@ def targets(data, rng, n, C, dtype):
 def two_layer_skips(n, lr):
     """The products of the fused two-layer step that skip zero activations: all four up to
     SMALL_BATCH rows (hand-written loops), none above (BLAS), except that without an update
-    (lr = 0: fused_gradient) dW2 = h.T @ dy is always the loop (kernels/network.py
-    _small_grad_body), whatever its size."""
+    (lr = 0: fused_gradient) dW2 = h.T @ dy is always the loop (kernels/affine.py
+    matmul_loops on h.T), whatever its size."""
     if n <= KC.SMALL_BATCH:
         return True
     return () if lr > 0 else ("h.T @ dy",)

@@ -257,7 +257,7 @@ def test_relu_gradient_is_zero_at_zero_pre_activation(rng, n):
 
 
 def test_bad_constructor_args():
-    with pytest.raises(ValueError, match="hidden_size must be at least 1"):
+    with pytest.raises(ValueError, match="hidden_size must be >= 1"):
         TwoLayerNet(4, 0, 2)
     with pytest.raises(TypeError, match="dtype must be float32 or float64"):
         TwoLayerNet(4, 3, 2, dtype=np.int32)

@@ -299,7 +299,7 @@ def load_mnist(
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
     progress: bool | None = None,
-):
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load MNIST or Fashion-MNIST like the book's ``dataset.mnist.load_mnist``.
 
     Parameters

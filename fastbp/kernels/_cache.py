@@ -15,11 +15,15 @@ memory instead: the kernels work, the next process compiles again, and one
 :class:`CacheWarning` per process says so and how to fix it. A ``NUMBA_CACHE_DIR`` that is
 not writable while another folder is also gets the warning (Numba moves on silently).
 
+An index that no longer unpickles (written by an older fastbp that had other function
+names) is deleted and counts as a miss.
+
 This wraps three methods of Numba's cache machinery (``Dispatcher.enable_caching``,
 ``CFunc.enable_caching``, ``Cache.save_overload``/``load_overload``); each wrapper calls the
 original and only handles its error for functions of the ``fastbp`` package.
 """
 import os
+import pickle
 import warnings
 
 from numba.core import caching, ccallback, config, dispatcher
@@ -89,6 +93,17 @@ def _wrap_io(name, on_error):
             _warn_once(f"Numba could not {on_error} its cache in {self.cache_path} "
                        f"({os.strerror(e.errno) if e.errno else e})")
             return None
+        except (AttributeError, ImportError, pickle.UnpicklingError):
+            # An index written by an older fastbp can name a function since renamed or
+            # removed (an overload's pickled type), and unpickling it fails. Drop the stale
+            # index: a cache miss, the function compiles and is cached again.
+            if not _ours(self._py_func):
+                raise
+            try:
+                os.remove(self._cache_file._index_path)
+            except OSError:
+                pass
+            return None if name == "load_overload" else original(self, *args)
 
     method.__wrapped__ = original
     setattr(caching.Cache, name, method)

@@ -12,7 +12,8 @@ Here the non-zero columns of a row are listed first, 8 inputs at a time without 
 (compare, ``movmskps``, a table of bit positions, ``popcnt``): :func:`nonzero_columns`.
 Then :func:`gather_dot` sums the listed rows of W1 with up to 64 columns of ``h`` held in
 eight vector registers, and :func:`scatter_axpy`, its transpose, updates the listed rows
-of W1 with the row of ``dh`` held in registers; each about half the time of the plain loop.
+of W1 with the row of ``dh`` held in registers; both faster than the plain loops (figures in
+docs/decisions/small-batch-zero-skipping.md).
 
 Each output element gets its terms in list order, one multiply and one add per term,
 exactly as ``h[i, j] += x[i, k] * W1[k, j]`` in a loop over ``k``: the same bits as the
@@ -86,126 +87,143 @@ def _list8(typingctx, x, xo, col, idx, c, table):
     return types.int64(x, types.int64, types.int64, idx, types.int64, table), codegen
 
 
-def _make_kernel(nb, scatter):
-    """The intrinsic for `nb` blocks of 8 columns, the last of which covers only `m` new
+def _emit_blocks(nb, scatter, context, builder, argtys, args):
+    """Emit the code for `nb` blocks of 8 columns, the last of which covers only `m` new
     columns (1 to 8): it overlaps the block before it, or is masked when it is alone.
 
     ``scatter=False`` (gather): ``out.flat[oo + j] = sum_p x.flat[xo + k_p] * W[k_p, col0 + j]``
     with ``k_p = idx[p]``, the sums held in registers. ``scatter=True``:
     ``W[k_p, col0 + j] += (a * x.flat[xo + k_p]) * out.flat[oo + j]`` for every p, the row
-    ``out.flat[oo:]`` held in registers.
+    ``out.flat[oo:]`` held in registers. `argtys` and `args`: those of the intrinsic of
+    :func:`_make_kernel` after its block count.
     """
+    av, xv, xo, iv, cnt, Wv, col0, ov, oo, m = args
+    xa = context.make_array(argtys[1])(context, builder, xv)
+    ia = context.make_array(argtys[3])(context, builder, iv)
+    Wa = context.make_array(argtys[5])(context, builder, Wv)
+    oa = context.make_array(argtys[7])(context, builder, ov)
+    H = cgutils.unpack_tuple(builder, Wa.shape, 2)[1]
+    fty = context.get_value_type(argtys[0])
+    size = fty.get_abi_size(context.target_data)
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    vty = ir.VectorType(fty, LANES)
+    mty = ir.VectorType(ir.IntType(1), LANES)
+    ptr = Wa.data.type
+    suffix = f"v{LANES}f{size * 8}.p0"
+    mload = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [ptr, i32, mty, vty]),
+        "llvm.masked.load." + suffix)
+    mstore = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
+        "llvm.masked.store." + suffix)
+    lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+    mask = builder.icmp_signed("<", lanes, _splat(builder, m))
+    zero = ir.Constant(vty, None)
+
+    # With nb >= 2 the last block is moved back to end at column m of the pass: it
+    # overlaps the block before it, whose lanes it computes with the same operations
+    # in the same order (the same bits, so storing both is harmless). A masked
+    # store is slow on Zen 3 (docs/decisions/small-batch-zero-skipping.md); only a
+    # lone block (nb == 1) is masked.
+    masked = nb == 1
+
+    def load(p, b):
+        if b == nb - 1 and masked:
+            return builder.call(mload, [p, i32(size), mask, zero])
+        return builder.load(builder.bitcast(p, vty.as_pointer()), align=size)
+
+    def store(v, p, b):
+        if b == nb - 1 and masked:
+            builder.call(mstore, [v, p, i32(size), mask])
+        else:
+            builder.store(v, builder.bitcast(p, vty.as_pointer()), align=size)
+
+    offsets = [i64(LANES * b) for b in range(nb)]
+    if not masked:
+        offsets[-1] = builder.add(i64(LANES * (nb - 2)), m)
+    xrow = builder.gep(xa.data, [xo])
+    orow = builder.gep(oa.data, [oo])
+    blocks = [builder.gep(orow, [off]) for off in offsets]
+    held = [load(p, b) for b, p in enumerate(blocks)] if scatter else None
+    first = builder.block
+    loop = builder.append_basic_block("sparse.loop")
+    done = builder.append_basic_block("sparse.done")
+    builder.cbranch(builder.icmp_signed(">", cnt, i64(0)), loop, done)
+
+    builder.position_at_end(loop)
+    p = builder.phi(i64)
+    acc = [] if scatter else [builder.phi(vty) for _ in range(nb)]
+    k = builder.sext(builder.load(builder.gep(ia.data, [p])), i64)
+    xk = builder.load(builder.gep(xrow, [k]))
+    row = builder.gep(Wa.data, [builder.add(builder.mul(k, H), col0)])
+    wps = [builder.gep(row, [off]) for off in offsets]
+    if scatter:
+        # All loads before the stores: the overlapping block must read the row as
+        # it was, not the block before it already updated.
+        s = _splat(builder, builder.fmul(av, xk))
+        rows = [load(wp, b) for b, wp in enumerate(wps)]
+        for b, wp in enumerate(wps):
+            store(builder.fadd(rows[b], builder.fmul(s, held[b])), wp, b)
+    else:
+        s = _splat(builder, xk)
+        new = [builder.fadd(acc[b], builder.fmul(s, load(wp, b)))
+               for b, wp in enumerate(wps)]
+    p1 = builder.add(p, i64(1))
+    p.add_incoming(i64(0), first)
+    p.add_incoming(p1, loop)
+    if not scatter:
+        for ab, nbv in zip(acc, new):
+            ab.add_incoming(zero, first)
+            ab.add_incoming(nbv, loop)
+    builder.cbranch(builder.icmp_signed("<", p1, cnt), loop, done)
+
+    builder.position_at_end(done)
+    if not scatter:
+        sums = []
+        for b in range(nb):
+            total = builder.phi(vty)
+            total.add_incoming(zero, first)
+            total.add_incoming(new[b], loop)
+            sums.append(total)
+        for b, total in enumerate(sums):
+            store(total, blocks[b], b)
+
+
+def _make_kernel(scatter):
+    """The intrinsic ``kernel(nb, a, x, xo, idx, cnt, W, col0, out, oo, m)``: a switch on the
+    block count `nb` (2 to 8; anything else runs one block) to the code :func:`_emit_blocks`
+    emits for that count. Each count is a constant of its own code (its registers and loads
+    unrolled), so one switch stands where an if-chain over eight intrinsics stood."""
     @intrinsic
-    def kernel(typingctx, a, x, xo, idx, cnt, W, col0, out, oo, m):
+    def kernel(typingctx, nb, a, x, xo, idx, cnt, W, col0, out, oo, m):
         if not (_c_arrays(x, idx, W, out) and x.dtype == W.dtype == out.dtype == a
                 and isinstance(a, types.Float) and W.ndim == 2
                 and idx.dtype == types.int32):
             return None
 
         def codegen(context, builder, signature, args):
-            av, xv, xo, iv, cnt, Wv, col0, ov, oo, m = args
-            xa = context.make_array(signature.args[1])(context, builder, xv)
-            ia = context.make_array(signature.args[3])(context, builder, iv)
-            Wa = context.make_array(signature.args[5])(context, builder, Wv)
-            oa = context.make_array(signature.args[7])(context, builder, ov)
-            H = cgutils.unpack_tuple(builder, Wa.shape, 2)[1]
-            fty = context.get_value_type(signature.args[0])
-            size = fty.get_abi_size(context.target_data)
-            i32, i64 = ir.IntType(32), ir.IntType(64)
-            vty = ir.VectorType(fty, LANES)
-            mty = ir.VectorType(ir.IntType(1), LANES)
-            ptr = Wa.data.type
-            suffix = f"v{LANES}f{size * 8}.p0"
-            mload = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [ptr, i32, mty, vty]),
-                "llvm.masked.load." + suffix)
-            mstore = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, i32, mty]),
-                "llvm.masked.store." + suffix)
-            lanes = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
-            mask = builder.icmp_signed("<", lanes, _splat(builder, m))
-            zero = ir.Constant(vty, None)
-
-            # With nb >= 2 the last block is moved back to end at column m of the pass: it
-            # overlaps the block before it, whose lanes it computes with the same operations
-            # in the same order (the same bits, so storing both is harmless). A masked
-            # store is slow on Zen 3 (docs/decisions/small-batch-zero-skipping.md); only a
-            # lone block (nb == 1) is masked.
-            masked = nb == 1
-
-            def load(p, b):
-                if b == nb - 1 and masked:
-                    return builder.call(mload, [p, i32(size), mask, zero])
-                return builder.load(builder.bitcast(p, vty.as_pointer()), align=size)
-
-            def store(v, p, b):
-                if b == nb - 1 and masked:
-                    builder.call(mstore, [v, p, i32(size), mask])
-                else:
-                    builder.store(v, builder.bitcast(p, vty.as_pointer()), align=size)
-
-            offsets = [i64(LANES * b) for b in range(nb)]
-            if not masked:
-                offsets[-1] = builder.add(i64(LANES * (nb - 2)), m)
-            xrow = builder.gep(xa.data, [xo])
-            orow = builder.gep(oa.data, [oo])
-            blocks = [builder.gep(orow, [off]) for off in offsets]
-            held = [load(p, b) for b, p in enumerate(blocks)] if scatter else None
-            first = builder.block
-            loop = builder.append_basic_block("sparse.loop")
-            done = builder.append_basic_block("sparse.done")
-            builder.cbranch(builder.icmp_signed(">", cnt, i64(0)), loop, done)
-
-            builder.position_at_end(loop)
-            p = builder.phi(i64)
-            acc = [] if scatter else [builder.phi(vty) for _ in range(nb)]
-            k = builder.sext(builder.load(builder.gep(ia.data, [p])), i64)
-            xk = builder.load(builder.gep(xrow, [k]))
-            row = builder.gep(Wa.data, [builder.add(builder.mul(k, H), col0)])
-            wps = [builder.gep(row, [off]) for off in offsets]
-            if scatter:
-                # All loads before the stores: the overlapping block must read the row as
-                # it was, not the block before it already updated.
-                s = _splat(builder, builder.fmul(av, xk))
-                rows = [load(wp, b) for b, wp in enumerate(wps)]
-                for b, wp in enumerate(wps):
-                    store(builder.fadd(rows[b], builder.fmul(s, held[b])), wp, b)
-            else:
-                s = _splat(builder, xk)
-                new = [builder.fadd(acc[b], builder.fmul(s, load(wp, b)))
-                       for b, wp in enumerate(wps)]
-            p1 = builder.add(p, i64(1))
-            p.add_incoming(i64(0), first)
-            p.add_incoming(p1, loop)
-            if not scatter:
-                for ab, nbv in zip(acc, new):
-                    ab.add_incoming(zero, first)
-                    ab.add_incoming(nbv, loop)
-            builder.cbranch(builder.icmp_signed("<", p1, cnt), loop, done)
-
+            nbv = args[0]
+            done = builder.append_basic_block("sparse.blocks_done")
+            cases = [builder.append_basic_block(f"sparse.blocks{k}")
+                     for k in range(1, BLOCKS + 1)]
+            switch = builder.switch(nbv, cases[0])
+            for k, case in enumerate(cases, 1):
+                if k > 1:
+                    switch.add_case(ir.Constant(nbv.type, k), case)
+                builder.position_at_end(case)
+                _emit_blocks(k, scatter, context, builder, signature.args[1:], args[1:])
+                builder.branch(done)
             builder.position_at_end(done)
-            if not scatter:
-                sums = []
-                for b in range(nb):
-                    total = builder.phi(vty)
-                    total.add_incoming(zero, first)
-                    total.add_incoming(new[b], loop)
-                    sums.append(total)
-                for b, total in enumerate(sums):
-                    store(total, blocks[b], b)
             return context.get_dummy_value()
-        return types.void(a, x, types.int64, idx, types.int64, W, types.int64, out,
-                          types.int64, types.int64), codegen
+        return types.void(types.int64, a, x, types.int64, idx, types.int64, W, types.int64,
+                          out, types.int64, types.int64), codegen
     return kernel
 
 
 def _row_pass(scatter):
-    """The Numba function that runs the ``scatter`` kernels of :func:`_make_kernel` over all
-    columns of ``W``: ``run(a, x, i, idx, count, W, out)``, 64 columns per pass, the kernel
-    for the pass's block count picked by an if-chain (each is a separate intrinsic)."""
-    k1, k2, k3, k4, k5, k6, k7, k8 = (_make_kernel(nb, scatter) for nb in range(1, 9))
-    # The if-chain's eight alike calls stay: a runtime index cannot pick among distinct
-    # intrinsics (a tuple of them is heterogeneous), so each needs its own typed call site.
+    """The Numba function that runs the ``scatter`` kernel of :func:`_make_kernel` over all
+    columns of ``W``: ``run(a, x, i, idx, count, W, out)``, 64 columns per pass."""
+    kernel = _make_kernel(scatter)
 
     @register_jitable
     def run(a, x, i, idx, count, W, out):
@@ -215,23 +233,7 @@ def _row_pass(scatter):
             cols = min(LANES * BLOCKS, m - col0)
             nb = (cols + LANES - 1) // LANES
             last = cols - LANES * (nb - 1)
-            oo = i * m + col0
-            if nb == 8:
-                k8(a, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 7:
-                k7(a, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 6:
-                k6(a, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 5:
-                k5(a, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 4:
-                k4(a, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 3:
-                k3(a, x, xo, idx, count, W, col0, out, oo, last)
-            elif nb == 2:
-                k2(a, x, xo, idx, count, W, col0, out, oo, last)
-            else:
-                k1(a, x, xo, idx, count, W, col0, out, oo, last)
+            kernel(nb, a, x, xo, idx, count, W, col0, out, i * m + col0, last)
     return run
 
 

@@ -8,8 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from .._docstrings import with_doc
-from ._dispatch import flat
+from ._dispatch import flat, run_twins
 from ._vexp import exp_nonpos
 
 
@@ -88,24 +87,6 @@ _sigmoid_backward_serial, _sigmoid_backward_parallel = twins(_sigmoid_backward_b
 _tanh_forward_serial, _tanh_forward_parallel = twins(_tanh_forward_body)
 _tanh_backward_serial, _tanh_backward_parallel = twins(_tanh_backward_body)
 
-#: The parameter sections sigmoid's and tanh's kernels share (filled in by ``with_doc``).
-_PARAMETER_DOCS = {
-    "forward_parameters": "Parameters\n"
-                          "    ----------\n"
-                          "    x : ndarray, float32 or float64, C-contiguous, any shape\n"
-                          "    out : ndarray, same shape and dtype, written in place (may be `x`).",
-    "backward_parameters": "Parameters\n"
-                           "    ----------\n"
-                           "    y : ndarray, float32 or float64, C-contiguous\n"
-                           "        The forward output.\n"
-                           "    dout : ndarray, shape and dtype of `y`\n"
-                           "    dx : ndarray, shape and dtype of `y`, written in place (may be "
-                           "`dout`).",
-}
-
-# The flatten-then-pick-a-twin lines of each dispatcher stay per kernel: see ._dispatch.
-
-
 @njit(cache=True, nogil=True)
 def relu_forward(x, out):
     """ReLU: ``out = x`` where ``x > 0``, else 0.
@@ -116,11 +97,8 @@ def relu_forward(x, out):
     out : ndarray, same shape and dtype as `x`, C-contiguous
         Written in place (may be `x` itself).
     """
-    xf, of = flat(x), flat(out)
-    if x.size >= PARALLEL_MIN_ELEMENTS:
-        _relu_forward_parallel(xf, of)
-    else:
-        _relu_forward_serial(xf, of)
+    run_twins(_relu_forward_serial, _relu_forward_parallel, (flat(x), flat(out)), x.size,
+              PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)
@@ -136,64 +114,37 @@ def relu_backward(x, dout, dx):
     dx : ndarray, shape and dtype of `x`
         Written in place (may be `dout`).
     """
-    xf, gf, df = flat(x), flat(dout), flat(dx)
-    if x.size >= PARALLEL_MIN_ELEMENTS:
-        _relu_backward_parallel(xf, gf, df)
-    else:
-        _relu_backward_serial(xf, gf, df)
+    run_twins(_relu_backward_serial, _relu_backward_parallel, (flat(x), flat(dout), flat(dx)), x.size,
+              PARALLEL_MIN_ELEMENTS)
 
 
+# The parameters of sigmoid's and tanh's kernels are documented once, on ReLU's.
 @njit(cache=True, nogil=True)
-@with_doc(**_PARAMETER_DOCS)
 def sigmoid_forward(x, out):
-    """Logistic sigmoid ``out = 1 / (1 + exp(-x))``, overflow-free for any finite `x`.
-
-    {forward_parameters}
-    """
-    xf, of = flat(x), flat(out)
-    if x.size >= PARALLEL_MIN_ELEMENTS:
-        _sigmoid_forward_parallel(xf, of)
-    else:
-        _sigmoid_forward_serial(xf, of)
+    """Logistic sigmoid ``out = 1 / (1 + exp(-x))``, overflow-free for any finite `x`;
+    `x` and `out` as in :func:`relu_forward`."""
+    run_twins(_sigmoid_forward_serial, _sigmoid_forward_parallel, (flat(x), flat(out)), x.size,
+              PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)
-@with_doc(**_PARAMETER_DOCS)
 def sigmoid_backward(y, dout, dx):
-    """Sigmoid backward from the forward output only: ``dx = dout * y * (1 - y)``.
-
-    {backward_parameters}
-    """
-    yf, gf, df = flat(y), flat(dout), flat(dx)
-    if y.size >= PARALLEL_MIN_ELEMENTS:
-        _sigmoid_backward_parallel(yf, gf, df)
-    else:
-        _sigmoid_backward_serial(yf, gf, df)
+    """Sigmoid backward from the forward output `y` only: ``dx = dout * y * (1 - y)``, with
+    `y` in the place of :func:`relu_backward`'s `x` (may be given `dout` as `dx`)."""
+    run_twins(_sigmoid_backward_serial, _sigmoid_backward_parallel, (flat(y), flat(dout), flat(dx)), y.size,
+              PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)
-@with_doc(**_PARAMETER_DOCS)
 def tanh_forward(x, out):
-    """Hyperbolic tangent ``out = tanh(x)``.
-
-    {forward_parameters}
-    """
-    xf, of = flat(x), flat(out)
-    if x.size >= PARALLEL_MIN_ELEMENTS:
-        _tanh_forward_parallel(xf, of)
-    else:
-        _tanh_forward_serial(xf, of)
+    """Hyperbolic tangent ``out = tanh(x)``, arguments as :func:`relu_forward`'s."""
+    run_twins(_tanh_forward_serial, _tanh_forward_parallel, (flat(x), flat(out)), x.size,
+              PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)
-@with_doc(**_PARAMETER_DOCS)
 def tanh_backward(y, dout, dx):
-    """Tanh backward from the forward output only: ``dx = dout * (1 - y**2)``.
-
-    {backward_parameters}
-    """
-    yf, gf, df = flat(y), flat(dout), flat(dx)
-    if y.size >= PARALLEL_MIN_ELEMENTS:
-        _tanh_backward_parallel(yf, gf, df)
-    else:
-        _tanh_backward_serial(yf, gf, df)
+    """Tanh backward from the forward output `y` only: ``dx = dout * (1 - y**2)``; arguments
+    as :func:`sigmoid_backward`'s."""
+    run_twins(_tanh_backward_serial, _tanh_backward_parallel, (flat(y), flat(dout), flat(dx)), y.size,
+              PARALLEL_MIN_ELEMENTS)

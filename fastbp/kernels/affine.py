@@ -17,23 +17,23 @@ Two code paths, picked by the amount of work (n * d * m multiply-adds):
 not depend on any thread count. The BLAS products are bit-reproducible for a fixed number
 of BLAS threads (see :mod:`fastbp.threads`).
 """
-from numba import njit
+from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
-from ._compile import AFFINE_BLAS_MIN_FLOPS
+from ._compile import AFFINE_BLAS_MIN_FLOPS, twins
 
 
 # The hand-written products for work below AFFINE_BLAS_MIN_FLOPS, shared by the affine
 # kernels and both fused training steps. They skip zero inputs (most MNIST pixels, about
 # half of a ReLU layer's outputs) and sum each output in row order of the batch.
 
-@njit(cache=True, nogil=True)
-def matmul_loops(a, W, out, accumulate):
+def _matmul_body(a, W, out, accumulate):
     """``out = a @ W`` (``out += a @ W`` with `accumulate`), row after row, skipping zero
-    entries of `a`. `a` (n, d), `W` (d, m), `out` (n, m), one float dtype."""
+    entries of `a`. `a` (n, d), `W` (d, m), `out` (n, m), one float dtype; `a` may be a
+    transposed view (``h.T @ dy``, a weight gradient summed over the batch in row order)."""
     n, d = a.shape
     m = W.shape[1]
-    for i in range(n):
+    for i in prange(n):
         if not accumulate:
             for j in range(m):
                 out[i, j] = 0
@@ -42,6 +42,10 @@ def matmul_loops(a, W, out, accumulate):
             if aik != 0:
                 for j in range(m):
                     out[i, j] += aik * W[k, j]
+
+
+# The parallel twin splits the rows of `out` (disjoint writes, each summed in order).
+matmul_loops, matmul_loops_parallel = twins(_matmul_body)
 
 
 @njit(cache=True, nogil=True)
@@ -112,17 +116,25 @@ def fill_zero(a):
         f[p] = 0
 
 
-# product, weight_grad and input_grad share one shape (sizes, the one BLAS-or-loops test,
-# a call) but not their transposes, leading dimensions or loop kernels.
+@njit(cache=True, nogil=True, inline="always")
+def _blas_product(ta, tb, A, B, C, beta):
+    # C = op(A) @ op(B) + beta * C through BLAS when the product has at least
+    # AFFINE_BLAS_MIN_FLOPS multiply-adds; returns False (nothing done) below, where the
+    # caller's loops are faster. Sizes and leading dimensions follow from the C-contiguous
+    # shapes: the one place that spells out a gemm of the affine kernels.
+    M, N = C.shape
+    K = A.shape[0] if ta == TRANS else A.shape[1]
+    if M * N * K < AFFINE_BLAS_MIN_FLOPS:
+        return False
+    gemm(ta, tb, M, N, K, 1.0, A, A.shape[1], B, B.shape[1], beta, C, N)
+    return True
+
+
 @njit(cache=True, nogil=True)
 def product(a, W, out):
     """``out = a @ W``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
     :func:`matmul_loops`."""
-    n, d = a.shape
-    m = W.shape[1]
-    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
-        gemm(NO_TRANS, NO_TRANS, n, m, d, 1.0, a, d, W, m, 0.0, out, m)
-    else:
+    if not _blas_product(NO_TRANS, NO_TRANS, a, W, out, 0.0):
         matmul_loops(a, W, out, False)
 
 
@@ -130,11 +142,7 @@ def product(a, W, out):
 def weight_grad(a, dz, dW):
     """``dW = a.T @ dz``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
     :func:`rank1_loops` row after row of the batch."""
-    n, d = a.shape
-    m = dz.shape[1]
-    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
-        gemm(TRANS, NO_TRANS, d, m, n, 1.0, a, d, dz, m, 0.0, dW, m)
-    else:
+    if not _blas_product(TRANS, NO_TRANS, a, dz, dW, 0.0):
         fill_zero(dW)
         rank1_loops(1.0, a, dz, dW)
 
@@ -143,11 +151,7 @@ def weight_grad(a, dz, dW):
 def input_grad(dz, W, da):
     """``da = dz @ W.T``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
     :func:`matmul_t_loops`."""
-    n, m = dz.shape
-    d = W.shape[0]
-    if n * d * m >= AFFINE_BLAS_MIN_FLOPS:
-        gemm(NO_TRANS, TRANS, n, d, m, 1.0, dz, m, W, m, 0.0, da, d)
-    else:
+    if not _blas_product(NO_TRANS, TRANS, dz, W, da, 0.0):
         matmul_t_loops(dz, W, da)
 
 
@@ -180,15 +184,12 @@ def affine_forward(x, W, b, out):
     out : ndarray, (n, m), dtype of `x`, C-contiguous, written in place; must not overlap
         the inputs.
     """
-    n, d = x.shape
-    m = W.shape[1]
+    n, m = out.shape
     for i in range(n):
         for j in range(m):
             out[i, j] = b[j]
-    if n * d * m < AFFINE_BLAS_MIN_FLOPS:
+    if not _blas_product(NO_TRANS, NO_TRANS, x, W, out, 1.0):
         matmul_loops(x, W, out, True)
-        return
-    gemm(NO_TRANS, NO_TRANS, n, m, d, 1.0, x, d, W, m, 1.0, out, m)
 
 
 @njit(cache=True, nogil=True)

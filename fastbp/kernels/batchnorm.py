@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
+from ._dispatch import run_twins
 
 #: The book's ``10e-7`` added to the variance before the square root.
 EPS_BN = 10e-7
@@ -270,10 +271,8 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out):
         Written in place; may be `x` itself.
     """
     n, D = x.shape
-    if n * D >= PARALLEL_MIN_ELEMENTS:
-        _forward_eval_parallel(x, gamma, beta, running_mean, running_var, out)
-    else:
-        _forward_eval_serial(x, gamma, beta, running_mean, running_var, out)
+    run_twins(_forward_eval_serial, _forward_eval_parallel,
+              (x, gamma, beta, running_mean, running_var, out), n * D, PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)

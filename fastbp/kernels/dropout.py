@@ -23,7 +23,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import flat
+from ._dispatch import flat, run_twins
+from ._docstrings import with_doc
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -166,10 +167,8 @@ def dropout_mask(ratio, seed, stream, mask):
     st = np.uint64(stream)
     k0, k1 = s & _LOW, s >> _32
     s0, s1 = st & _LOW, st >> _32
-    if bits.size >= PARALLEL_MIN_ELEMENTS:
-        _mask_parallel(threshold, k0, k1, s0, s1, bits)
-    else:
-        _mask_serial(threshold, k0, k1, s0, s1, bits)
+    run_twins(_mask_serial, _mask_parallel, (threshold, k0, k1, s0, s1, bits), bits.size,
+              PARALLEL_MIN_ELEMENTS)
     rest = bits.size % 4
     if rest:
         b = np.uint64(bits.size // 4)
@@ -178,36 +177,32 @@ def dropout_mask(ratio, seed, stream, mask):
             bits[bits.size - rest + r] = w[r] > threshold
 
 
-# The flatten-then-pick-a-twin lines stay per kernel, as in .activations: see ._dispatch.
+def _multiply_parameters(x, out, mask_note=""):
+    # The Parameters section of dropout_forward (x -> out) and dropout_backward (dout -> dx).
+    return (f"Parameters\n"
+            f"    ----------\n"
+            f"    {x} : ndarray, float32 or float64, C-contiguous, any shape\n"
+            f"    mask : ndarray, uint8 (0 or 1), shape of `{x}`, C-contiguous{mask_note}\n"
+            f"    {out} : ndarray, shape and dtype of `{x}`, C-contiguous\n"
+            f"        Written in place; may be `{x}` itself.")
+
+
 @njit(cache=True, nogil=True)
+@with_doc(parameters=_multiply_parameters("x", "out"))
 def dropout_forward(x, mask, out):
     """``out = x * mask``.
 
-    Parameters
-    ----------
-    x : ndarray, float32 or float64, C-contiguous, any shape
-    mask : ndarray, uint8 (0 or 1), shape of `x`, C-contiguous
-    out : ndarray, shape and dtype of `x`, C-contiguous
-        Written in place; may be `x` itself.
+    {parameters}
     """
-    xf, mf, of = flat(x), flat(mask), flat(out)
-    if x.size >= PARALLEL_MIN_ELEMENTS:
-        _multiply_parallel(xf, mf, of)
-    else:
-        _multiply_serial(xf, mf, of)
+    run_twins(_multiply_serial, _multiply_parallel, (flat(x), flat(mask), flat(out)), x.size,
+              PARALLEL_MIN_ELEMENTS)
 
 
-# dropout_backward's docstring mirrors dropout_forward's: its body is that one call.
 @njit(cache=True, nogil=True)
+@with_doc(parameters=_multiply_parameters("dout", "dx", "\n        The forward pass's mask."))
 def dropout_backward(dout, mask, dx):
     """``dx = dout * mask``.
 
-    Parameters
-    ----------
-    dout : ndarray, float32 or float64, C-contiguous, any shape
-    mask : ndarray, uint8 (0 or 1), shape of `dout`, C-contiguous
-        The forward pass's mask.
-    dx : ndarray, shape and dtype of `dout`, C-contiguous
-        Written in place; may be `dout` itself.
+    {parameters}
     """
     dropout_forward(dout, mask, dx)

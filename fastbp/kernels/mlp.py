@@ -28,7 +28,7 @@ import math
 
 from numba import njit
 
-from .._docstrings import with_doc
+from ._docstrings import with_doc
 
 from ._compile import FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH, require_c_contiguous
 from ._sparse import gather_rows, list_stride, scatter_rows

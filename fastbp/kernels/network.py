@@ -27,12 +27,13 @@ from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import PARALLEL_MIN_ROWS, SMALL_BATCH, require_c_contiguous, twins
-from .affine import column_sum, fill_zero, matmul_loops, rank1_loops
+from ._dispatch import run_twins
+from .affine import column_sum, fill_zero, matmul_loops, matmul_loops_parallel, rank1_loops
 from ._sparse import (LANES, gather_rows, list_stride, nonzero_columns, scatter_axpy,
                       scatter_rows)
 from .optimizers import sgd_decay_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
-from .softmax import _row
+from .softmax import softmax_ce_row
 
 def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
     # Everything between the two large products, one batch row at a time while the row is
@@ -54,7 +55,7 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
             if hij != 0:  # about half of h is 0 after the ReLU: skipping them halves the work
                 for c in range(C):
                     y[i, c] += hij * W2[j, c]
-        row_loss[i] = _row(y, t, dy, i, inv_n)
+        row_loss[i] = softmax_ce_row(y, t, dy, i, inv_n)
         for j in range(H):
             dh[i, j] = 0
         for c in range(C):
@@ -70,23 +71,6 @@ def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
                 dh[i, j] = 0
 
 
-def _small_grad_body(h, dy, dW):
-    # dW = h.T @ dy for the small second layer, one row of dW per iteration, summing the
-    # batch in order (thread-count independent). Alike affine.matmul_loops only in shape: it
-    # reduces over the batch (rows of h) per output row, which that one cannot.
-    n, H = h.shape
-    C = dy.shape[1]
-    for j in prange(H):
-        for c in range(C):
-            dW[j, c] = 0
-        for i in range(n):
-            hij = h[i, j]
-            if hij != 0:
-                for c in range(C):
-                    dW[j, c] += hij * dy[i, c]
-
-
-_small_grad_serial, _small_grad_parallel = twins(_small_grad_body)
 _rows_serial, _rows_parallel = twins(_rows_body)
 
 
@@ -248,10 +232,8 @@ def _step_small(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_
     else:
         fill_zero(dW1)
         rank1_loops(1.0, x, dh, dW1)  # dW1 = x.T @ dh, rows in order
-        if n >= PARALLEL_MIN_ROWS:
-            _small_grad_parallel(h, dy, dW2)
-        else:
-            _small_grad_serial(h, dy, dW2)
+        run_twins(matmul_loops, matmul_loops_parallel, (h.T, dy, dW2, False), n,
+                  PARALLEL_MIN_ROWS)
 
 
 @njit(cache=True, nogil=True)
@@ -281,10 +263,8 @@ def _step_blas(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_l
         sgd_decay_update(b2, db2, lr, 0.0, None)
     else:
         gemm(TRANS, NO_TRANS, d, H, n, 1.0, x, d, dh, H, 0.0, dW1, H)
-        if parallel is not None and n >= PARALLEL_MIN_ROWS:
-            _small_grad_parallel(h, dy, dW2)
-        else:
-            _small_grad_serial(h, dy, dW2)
+        run_twins(matmul_loops, matmul_loops_parallel, (h.T, dy, dW2, False), n,
+                  PARALLEL_MIN_ROWS, parallel)
 
 
 @njit(cache=True, nogil=True)

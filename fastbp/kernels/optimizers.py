@@ -28,8 +28,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from .._docstrings import with_doc
-from ._dispatch import flat
+from ._docstrings import with_doc
+from ._dispatch import flat, run_twins
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
@@ -189,7 +189,6 @@ _PARAMETER_DOCS = {
 }
 
 
-# The flatten-then-pick-a-twin lines of each dispatcher stay per kernel: see ._dispatch.
 # error_model="numpy": a division by zero gives inf/NaN as in NumPy instead of raising
 # ZeroDivisionError; the check it replaces is a branch that keeps LLVM from vectorizing.
 # (The divisors are sqrt(h) + EPS > 0 anyway; a NaN state propagates as in NumPy.)
@@ -216,26 +215,8 @@ def sgd_decay_update(param, grad, lr, decay=0.0,
         Elements from which the parallel twin runs; ``None`` leaves it out of the compiled
         code (serial at any size, the same bits).
     """
-    pf, gf = flat(param), flat(grad)
-    if min_parallel is not None and param.size >= min_parallel:
-        _sgd_decay_parallel(pf, gf, lr, decay)
-    else:
-        _sgd_decay_serial(pf, gf, lr, decay)
-
-
-@njit(cache=True, nogil=True)
-def _velocity_update(nesterov, param, grad, v, lr, momentum, decay, min_parallel):
-    # Momentum's and Nesterov's one dispatcher: same arguments, same twin choice.
-    pf, gf, vf = flat(param), flat(grad), flat(v)
-    parallel = param.size >= min_parallel
-    if nesterov and parallel:
-        _nesterov_parallel(pf, gf, vf, lr, momentum, decay)
-    elif nesterov:
-        _nesterov_serial(pf, gf, vf, lr, momentum, decay)
-    elif parallel:
-        _momentum_parallel(pf, gf, vf, lr, momentum, decay)
-    else:
-        _momentum_serial(pf, gf, vf, lr, momentum, decay)
+    run_twins(_sgd_decay_serial, _sgd_decay_parallel,
+              (flat(param), flat(grad), lr, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -249,22 +230,21 @@ def momentum_update(param, grad, v, lr, momentum, decay=0.0,
     {velocity_parameters}
     {decay} ``Momentum``.
     """
-    _velocity_update(False, param, grad, v, lr, momentum, decay, min_parallel)
+    run_twins(_momentum_serial, _momentum_parallel,
+              (flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
-@with_doc(**_PARAMETER_DOCS)
 def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
                     min_parallel=PARALLEL_MIN_ELEMENTS):
     """Nesterov's accelerated gradient (the book's form), in place.
 
     ``param += momentum*momentum*v; param -= (1+momentum)*lr*g; v *= momentum;
-    v -= lr*g`` with ``g = grad + decay * param``.
-
-    {velocity_parameters}
-    {decay} ``Nesterov``.
+    v -= lr*g`` with ``g = grad + decay * param``. The parameters are those of
+    :func:`momentum_update` (`decay` 0 gives the book's ``Nesterov``).
     """
-    _velocity_update(True, param, grad, v, lr, momentum, decay, min_parallel)
+    run_twins(_nesterov_serial, _nesterov_parallel,
+              (flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -283,11 +263,8 @@ def adagrad_update(param, grad, h, lr, decay=0.0,
     {lr}
     {decay} ``AdaGrad``.
     """
-    pf, gf, hf = flat(param), flat(grad), flat(h)
-    if param.size >= min_parallel:
-        _adagrad_parallel(pf, gf, hf, lr, decay)
-    else:
-        _adagrad_serial(pf, gf, hf, lr, decay)
+    run_twins(_adagrad_serial, _adagrad_parallel,
+              (flat(param), flat(grad), flat(h), lr, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -309,11 +286,8 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
         The book's ``decay_rate`` (0.99 by default there).
     {decay} ``RMSprop``.
     """
-    pf, gf, hf = flat(param), flat(grad), flat(h)
-    if param.size >= min_parallel:
-        _rmsprop_parallel(pf, gf, hf, lr, decay_rate, decay)
-    else:
-        _rmsprop_serial(pf, gf, hf, lr, decay_rate, decay)
+    run_twins(_rmsprop_serial, _rmsprop_parallel,
+              (flat(param), flat(grad), flat(h), lr, decay_rate, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -338,11 +312,9 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
         The book's ``beta1`` and ``beta2`` (0.9 and 0.999 by default there).
     {decay} ``Adam``.
     """
-    pf, gf, mf, vf = flat(param), flat(grad), flat(m), flat(v)
-    if param.size >= min_parallel:
-        _adam_parallel(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
-    else:
-        _adam_serial(pf, gf, mf, vf, lr_t, beta1, beta2, decay)
+    run_twins(_adam_serial, _adam_parallel,
+              (flat(param), flat(grad), flat(m), flat(v), lr_t, beta1, beta2, decay),
+              param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)

@@ -15,13 +15,16 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ROWS, SOFTMAX_BLOCK, twins
+from ._dispatch import run_twins
 from ._vexp import exp_nonpos
 from .activations import sigmoid_scalar
-from .softmax import _target
-from .softmax import _finish
+from .softmax import finish_row, target_prob
 
 #: Activation codes of :func:`bias_act_rows` and the any-depth step (TANH: ``np.tanh``).
 RELU, SIGMOID, IDENTITY, TANH = 0, 1, 2, 3
+# Softmax over the row, for :func:`probability_rows` only (an output, not a hidden layer's
+# activation): the inference pass of the output layer shares bias_act_rows' row loop.
+_SOFTMAX = 4
 #: Output codes of :func:`output_rows` and the any-depth step: softmax with cross-entropy
 #: (one class per row), or an independent sigmoid per output with binary cross-entropy
 #: (binary and multilabel targets; scikit-learn's 'logistic' output).
@@ -34,6 +37,26 @@ def _add_bias_sigmoid(row, b, one):
     # output's inference pass.
     for j in range(row.shape[0]):
         row[j] = sigmoid_scalar(row[j] + b[j], one)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_bias_softmax(row, b):
+    # row = softmax(row + b), in place: the SOFTMAX_CE output's inference pass.
+    C = row.shape[0]
+    for c in range(C):
+        row[c] += b[c]
+    mx = row[0]
+    for c in range(1, C):
+        if row[c] > mx:
+            mx = row[c]
+    s = 0.0
+    for c in range(C):
+        e = exp_nonpos(row[c] - mx)
+        row[c] = e
+        s += e
+    inv_s = 1.0 / s
+    for c in range(C):
+        row[c] = row[c] * inv_s
 
 
 def _bias_act_body(z, b, act):
@@ -52,16 +75,18 @@ def _bias_act_body(z, b, act):
         elif act == TANH:
             for j in range(d):
                 zi[j] = np.tanh(zi[j] + b[j])
+        elif act == _SOFTMAX:
+            _add_bias_softmax(zi, b)
         else:
             for j in range(d):
                 zi[j] = zi[j] + b[j]
 
 
 def _softmax_rows_body(y, b, t, dy, row_loss, scale=1.0):
-    # y += b, then softmax-CE row by row as softmax._row, except that the exponentials of a
+    # y += b, then softmax-CE row by row as softmax.softmax_ce_row, except that the exponentials of a
     # block of rows run as one flat loop over block * C contiguous values, which LLVM
     # vectorizes (a row's C = 10 values did not). The same operations in the same order:
-    # the same bits as softmax._row (scale = 1.0 gives inv_n = 1.0 / n exactly).
+    # the same bits as softmax.softmax_ce_row (scale = 1.0 gives inv_n = 1.0 / n exactly).
     n, C = y.shape
     inv_n = scale / n
     flat = dy.reshape(n * C)
@@ -85,7 +110,7 @@ def _softmax_rows_body(y, b, t, dy, row_loss, scale=1.0):
             s = 0.0
             for c in range(C):
                 s += dy[i, c]
-            row_loss[i] = _finish(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
+            row_loss[i] = finish_row(y, t, dy, i, 1.0 / s, inv_n, row_loss[i] + np.log(s))
 
 
 def _logistic_rows_body(y, b, t, dy, row_loss, scale):
@@ -102,36 +127,10 @@ def _logistic_rows_body(y, b, t, dy, row_loss, scale):
             e = exp_nonpos(-abs(np.float64(z)))
             inv = 1.0 / (1.0 + e)
             p = inv if z >= 0 else e * inv
-            tc = _target(t, i, c)
+            tc = target_prob(t, i, c)
             dy[i, c] = (p - tc) * inv_n
             loss += max(z, 0.0) + np.log1p(e) - tc * z
         row_loss[i] = loss
-
-
-def _probability_body(y, b, out_kind):
-    # y = softmax(y + b) or sigmoid(y + b), in place, row by row (inference). Its row loop
-    # only looks like _bias_act_body's: the per-row work (an output, not a hidden layer) differs.
-    n, C = y.shape
-    one = y.dtype.type(1.0)
-    for i in prange(n):
-        yi = y[i]
-        if out_kind == LOGISTIC_CE:
-            _add_bias_sigmoid(yi, b, one)
-        else:
-            for c in range(C):
-                yi[c] += b[c]
-            mx = yi[0]
-            for c in range(1, C):
-                if yi[c] > mx:
-                    mx = yi[c]
-            s = 0.0
-            for c in range(C):
-                e = exp_nonpos(yi[c] - mx)
-                yi[c] = e
-                s += e
-            inv_s = 1.0 / s
-            for c in range(C):
-                yi[c] = yi[c] * inv_s
 
 
 def _relu_mask_body(h, dh):
@@ -162,7 +161,6 @@ def _correct_body(y, b, t, hit):
 _bias_act_serial, _bias_act_parallel = twins(_bias_act_body)
 _softmax_rows_serial, _softmax_rows_parallel = twins(_softmax_rows_body)
 _logistic_rows_serial, _logistic_rows_parallel = twins(_logistic_rows_body)
-_probability_serial, _probability_parallel = twins(_probability_body)
 _relu_mask_serial, _relu_mask_parallel = twins(_relu_mask_body)
 _correct_serial, _correct_parallel = twins(_correct_body)
 
@@ -182,10 +180,8 @@ def bias_act_rows(z, b, act, parallel=True):
         for any size, with the same bits); for callers that know their rows stay below
         the threshold (see ``network.two_layer_step``).
     """
-    if parallel is not None and z.shape[0] >= PARALLEL_MIN_ROWS:
-        _bias_act_parallel(z, b, act)
-    else:
-        _bias_act_serial(z, b, act)
+    run_twins(_bias_act_serial, _bias_act_parallel, (z, b, act), z.shape[0],
+              PARALLEL_MIN_ROWS, parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -203,10 +199,8 @@ def softmax_rows(y, b, t, dy, row_loss, parallel=True):
     parallel : None, optional
         As in :func:`bias_act_rows`.
     """
-    if parallel is not None and y.shape[0] >= PARALLEL_MIN_ROWS:
-        _softmax_rows_parallel(y, b, t, dy, row_loss, 1.0)
-    else:
-        _softmax_rows_serial(y, b, t, dy, row_loss, 1.0)
+    run_twins(_softmax_rows_serial, _softmax_rows_parallel, (y, b, t, dy, row_loss, 1.0), y.shape[0],
+              PARALLEL_MIN_ROWS, parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -232,15 +226,13 @@ def output_rows(y, b, t, dy, row_loss, out_kind, scale):
     scale : float
         Factor on the gradient only (1.0: the gradient of the mean loss).
     """
+    args = (y, b, t, dy, row_loss, scale)
     if out_kind == LOGISTIC_CE:
-        if y.shape[0] >= PARALLEL_MIN_ROWS:
-            _logistic_rows_parallel(y, b, t, dy, row_loss, scale)
-        else:
-            _logistic_rows_serial(y, b, t, dy, row_loss, scale)
-    elif y.shape[0] >= PARALLEL_MIN_ROWS:
-        _softmax_rows_parallel(y, b, t, dy, row_loss, scale)
+        run_twins(_logistic_rows_serial, _logistic_rows_parallel, args, y.shape[0],
+                  PARALLEL_MIN_ROWS)
     else:
-        _softmax_rows_serial(y, b, t, dy, row_loss, scale)
+        run_twins(_softmax_rows_serial, _softmax_rows_parallel, args, y.shape[0],
+                  PARALLEL_MIN_ROWS)
 
 
 @njit(cache=True, nogil=True)
@@ -254,26 +246,19 @@ def probability_rows(y, b, out_kind):
     b : ndarray, (C,), dtype of `y`.
     out_kind : int
     """
-    if y.shape[0] >= PARALLEL_MIN_ROWS:
-        _probability_parallel(y, b, out_kind)
-    else:
-        _probability_serial(y, b, out_kind)
+    bias_act_rows(y, b, SIGMOID if out_kind == LOGISTIC_CE else _SOFTMAX)
 
 
 @njit(cache=True, nogil=True)
 def relu_mask_rows(h, dh, parallel=True):
     """``dh = 0`` where ``h <= 0``, in place (the ReLU backward from its output `h`);
     `parallel` as in :func:`bias_act_rows`."""
-    if parallel is not None and h.shape[0] >= PARALLEL_MIN_ROWS:
-        _relu_mask_parallel(h, dh)
-    else:
-        _relu_mask_serial(h, dh)
+    run_twins(_relu_mask_serial, _relu_mask_parallel, (h, dh), h.shape[0],
+              PARALLEL_MIN_ROWS, parallel)
 
 
 @njit(cache=True, nogil=True)
 def correct_rows(y, b, t, hit):
     """``hit[i] = argmax(y[i] + b) == t[i]`` (ties to the first class, as ``np.argmax``)."""
-    if y.shape[0] >= PARALLEL_MIN_ROWS:
-        _correct_parallel(y, b, t, hit)
-    else:
-        _correct_serial(y, b, t, hit)
+    run_twins(_correct_serial, _correct_parallel, (y, b, t, hit), y.shape[0],
+              PARALLEL_MIN_ROWS)

@@ -19,15 +19,15 @@ from ._compile import PARALLEL_MIN_ELEMENTS, twins
 from ._vexp import exp_nonpos
 
 
-def _target(t, i, j):
+def target_prob(t, i, j):
     """Target probability of class `j` in row `i`: labels (n,) or one-hot rows (n, c)."""
     if t.ndim == 1:
         return 1.0 if t[i] == j else 0.0
     return t[i, j]
 
 
-@overload(_target, jit_options={"cache": True})
-def _target_overload(t, i, j):
+@overload(target_prob, jit_options={"cache": True})
+def _target_prob_overload(t, i, j):
     # Resolved at compile time from the type of `t`: no branch in the compiled loop.
     if t.ndim == 1:
         return lambda t, i, j: 1.0 if t[i] == j else 0.0
@@ -35,7 +35,10 @@ def _target_overload(t, i, j):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _row(x, t, dx, i, inv_n):
+def softmax_ce_row(x, t, dx, i, inv_n):
+    """Softmax-cross-entropy of row `i` of the logits `x` against `t` (labels or one-hot
+    rows): writes ``dx[i] = (softmax(x[i]) - t[i]) * inv_n`` and returns the row's loss.
+    For the fused steps' row passes (:mod:`.network`, :mod:`.rows`)."""
     c = x.shape[1]
     mx = x[i, 0]
     for j in range(1, c):
@@ -48,25 +51,25 @@ def _row(x, t, dx, i, inv_n):
         s += e
     lse = mx + np.log(s)
     inv_s = 1.0 / s
-    return _finish(x, t, dx, i, inv_s, inv_n, lse)
+    return finish_row(x, t, dx, i, inv_s, inv_n, lse)
 
 
-def _finish(x, t, dx, i, inv_s, inv_n, lse):
+def finish_row(x, t, dx, i, inv_s, inv_n, lse):
     """``dx[i] = (dx[i] * inv_s - t[i]) * inv_n`` (``dx[i]`` holds the exponentials) and
     the row's loss ``-sum_j t_ij (x_ij - lse)``."""
     loss = 0.0
     for j in range(x.shape[1]):
-        tij = _target(t, i, j)
+        tij = target_prob(t, i, j)
         dx[i, j] = (dx[i, j] * inv_s - tij) * inv_n
         if tij != 0:
             loss -= tij * (x[i, j] - lse)
     return loss
 
 
-@overload(_finish, jit_options={"cache": True}, inline="always")
-def _finish_overload(x, t, dx, i, inv_s, inv_n, lse):
+@overload(finish_row, jit_options={"cache": True}, inline="always")
+def _finish_row_overload(x, t, dx, i, inv_s, inv_n, lse):
     if t.ndim == 2:
-        return _finish
+        return finish_row
     # Labels: one branch-free pass that vectorizes, then the label's own entry. Same
     # operations in the same order as the general form, so the same bits (a per-entry
     # branch made the pass several times slower: docs/decisions/vectorized-exp.md).
@@ -83,7 +86,7 @@ def _finish_overload(x, t, dx, i, inv_s, inv_n, lse):
 def _rows_body(x, t, dx, row_loss):
     inv_n = 1.0 / x.shape[0]
     for i in prange(x.shape[0]):
-        row_loss[i] = _row(x, t, dx, i, inv_n)
+        row_loss[i] = softmax_ce_row(x, t, dx, i, inv_n)
 
 
 _rows_serial, _rows_parallel = twins(_rows_body)
@@ -147,5 +150,5 @@ def softmax_cross_entropy(x, t, dx):
     inv_n = 1.0 / n
     total = 0.0
     for i in range(n):
-        total += _row(x, t, dx, i, inv_n)
+        total += softmax_ce_row(x, t, dx, i, inv_n)
     return total / n

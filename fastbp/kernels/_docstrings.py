@@ -1,5 +1,5 @@
-"""One text for a docstring part that several functions share (a leaf module: it imports
-nothing of fastbp, so every layer, kernels included, may use it)."""
+"""One text for a docstring part that several functions share. A leaf module at the bottom
+layer (it imports nothing of fastbp): the kernels use it, and every layer above may."""
 
 
 def with_doc(**parts):
