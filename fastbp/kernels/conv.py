@@ -25,6 +25,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import CONV_PARALLEL_MIN_MACS, twins
+from ._docstrings import with_doc
+
+#: The input, filters and bias of the forward kernels' docstrings.
+_CONV_INPUTS = """x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
+    W : ndarray, (FN, C, FH, FW), dtype of `x`, C-contiguous
+    b : ndarray, (FN,), dtype of `x`"""
 
 
 @njit(cache=True, nogil=True)
@@ -124,6 +130,9 @@ def _conv_forward_body(x, W, b, stride, pad, out):
                     plane[oy, ox] += bf
 
 
+_conv_forward_serial, _conv_forward_parallel = twins(_conv_forward_body)
+
+
 def _conv_dx_body(dout, W, stride, pad, dx):
     # dx[n, c, iy, ix] = sum of W[f, c, ky, kx] * dout[n, f, oy, ox] over the taps that
     # read (iy, ix): scattered tap after tap, samples split over threads.
@@ -139,6 +148,9 @@ def _conv_dx_body(dout, W, stride, pad, dx):
             for c in range(C):
                 _tap_passes(dx[n, c].reshape(H * Wd), H, Wd, W, f, c, stride, pad, df, OH,
                             OW, False)
+
+
+_conv_dx_serial, _conv_dx_parallel = twins(_conv_dx_body)
 
 
 def _conv_dw_body(dout, x, stride, pad, dW, db):
@@ -191,6 +203,9 @@ def _conv_dw_body(dout, x, stride, pad, dW, db):
                     dW[f, c, ky, kx] = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+_conv_dw_serial, _conv_dw_parallel = twins(_conv_dw_body)
+
+
 def _pool_forward_body(x, pool_h, pool_w, stride, pad, out, argmax):
     # The first largest value of each window in row-major order (np.argmax's choice; a NaN
     # wins, as np.argmax's first NaN); padding counts as zeros, as the book pads.
@@ -219,6 +234,9 @@ def _pool_forward_body(x, pool_h, pool_w, stride, pad, out, argmax):
                     argmax[n, c, oy, ox] = arg
 
 
+_pool_forward_serial, _pool_forward_parallel = twins(_pool_forward_body)
+
+
 def _pool_backward_body(dout, argmax, pool_w, stride, pad, dx):
     # Each output's gradient goes to its window's maximum; overlapping windows (stride <
     # pool size) add in output order, per sample.
@@ -237,6 +255,9 @@ def _pool_backward_body(dout, argmax, pool_w, stride, pad, dx):
                     ix = ox * stride + k % pool_w - pad
                     if 0 <= iy < H and 0 <= ix < Wd:
                         dxc[iy, ix] += dout[n, c, oy, ox]
+
+
+_pool_backward_serial, _pool_backward_parallel = twins(_pool_backward_body)
 
 
 @njit(cache=True, nogil=True)
@@ -409,6 +430,9 @@ def _crp_forward_body(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch
                     af[q] = arg
 
 
+_crp_forward_serial, _crp_forward_parallel = twins(_crp_forward_body)
+
+
 def _crp_backward_body(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db):
     # One filter per iteration, the batch in sample order. Only windows whose pooled output
     # is positive pass a gradient (ReLU), and each adds g * (the input patch under its
@@ -476,6 +500,11 @@ def _crp_backward_body(dout, x, out, argmax, stride, pad, pool_w, pool_stride, d
 # in ("reassoc"; "nsz": the sign of a zero sum): a strict order keeps a reduction scalar.
 # Each filter's gradient is still computed by one thread with this one compiled loop, so
 # the bits do not depend on the thread count (tests/test_conv.py checks the twins).
+
+
+_crp_backward_serial, _crp_backward_parallel = twins(_crp_backward_body)
+
+
 _REDUCE = {"reassoc", "nsz"}
 
 
@@ -566,13 +595,6 @@ def _crp_backward_dense_body(dout, x, out, argmax, pool_w, pool_stride, dW, db, 
         db[f] = s
 
 
-_conv_forward_serial, _conv_forward_parallel = twins(_conv_forward_body)
-_conv_dx_serial, _conv_dx_parallel = twins(_conv_dx_body)
-_conv_dw_serial, _conv_dw_parallel = twins(_conv_dw_body)
-_pool_forward_serial, _pool_forward_parallel = twins(_pool_forward_body)
-_pool_backward_serial, _pool_backward_parallel = twins(_pool_backward_body)
-_crp_forward_serial, _crp_forward_parallel = twins(_crp_forward_body)
-_crp_backward_serial, _crp_backward_parallel = twins(_crp_backward_body)
 _crp_dense_serial, _crp_dense_parallel = twins(_crp_backward_dense_body)
 
 
@@ -582,6 +604,7 @@ def _conv_macs(N, W, OH, OW):
 
 
 @njit(cache=True, nogil=True)
+@with_doc(conv_inputs=_CONV_INPUTS)
 def conv2d_forward(x, W, b, stride, pad, out):
     """Convolution of a batch, the book's ``Convolution.forward``:
     ``out[n, f] = sum over c, ky, kx of W[f, c, ky, kx] * xpad[n, c, oy*s + ky, ox*s + kx]
@@ -589,9 +612,7 @@ def conv2d_forward(x, W, b, stride, pad, out):
 
     Parameters
     ----------
-    x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
-    W : ndarray, (FN, C, FH, FW), dtype of `x`, C-contiguous
-    b : ndarray, (FN,), dtype of `x`
+    {conv_inputs}
     stride, pad : int
         ``stride >= 1``, ``pad >= 0``.
     out : ndarray, (N, FN, OH, OW), dtype of `x`, C-contiguous; written in place.
@@ -669,15 +690,14 @@ def maxpool_backward(dout, argmax, pool_w, stride, pad, dx):
 
 
 @njit(cache=True, nogil=True)
+@with_doc(conv_inputs=_CONV_INPUTS)
 def conv_relu_pool_forward(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch, out,
                            argmax):
     """``maxpool(relu(conv2d(x, W) + b))`` without storing the convolution output.
 
     Parameters
     ----------
-    x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
-    W : ndarray, (FN, C, FH, FW), dtype of `x`, C-contiguous
-    b : ndarray, (FN,), dtype of `x`
+    {conv_inputs}
     stride, pad : int
         The convolution's.
     pool_h, pool_w, pool_stride : int
@@ -710,8 +730,7 @@ def crp_backward_work_size(H, W, FH, stride, pad):
 
 
 @njit(cache=True, nogil=True)
-def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db,
-                            work):
+def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db, work):
     """``dW`` and ``db`` of :func:`conv_relu_pool_forward` (no input gradient).
 
     Parameters
