@@ -19,7 +19,6 @@ from . import ops
 from . import validation as check
 from .gradient import numerical_gradient as _numerical_gradient
 from .kernels import convnet as KC, gemm_threads, set_gemm_threads
-from .kernels._compile import CONVNET_BLAS_THREADS
 from .optimizers import AnyOptimizer
 from .layers import Affine, Convolution, Pooling, Relu, SoftmaxWithLoss
 
@@ -35,11 +34,11 @@ _DEFAULT_CONV = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 
 def _fewer_gemm_threads(kernel, *args):
     """``kernel(*args)`` with the BLAS of the compiled kernels on at most
-    ``CONVNET_BLAS_THREADS`` threads (see there why), restored afterwards."""
+    ``KC.CONVNET_BLAS_THREADS`` threads (see there why), restored afterwards."""
     before = gemm_threads()
-    if before <= CONVNET_BLAS_THREADS:
+    if before <= KC.CONVNET_BLAS_THREADS:
         return kernel(*args)
-    set_gemm_threads(CONVNET_BLAS_THREADS)
+    set_gemm_threads(KC.CONVNET_BLAS_THREADS)
     try:
         return kernel(*args)
     finally:

@@ -15,6 +15,9 @@ by :func:`convnet_arena_size` at offsets every function here recomputes the same
 """
 from numba import njit
 
+# CONVNET_BLAS_THREADS: the policy fastbp.convnet applies around these kernels' calls,
+# re-exported here so that module needs no private one
+from ._compile import CONVNET_BLAS_THREADS  # noqa: F401
 from ._compile import (CONVNET_LOOP_MAX_ROWS, CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS,
                        require_c_contiguous)
 from .affine import (column_sum, fill_zero, input_grad, matmul_loops, product, rank1_loops,
