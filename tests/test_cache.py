@@ -123,3 +123,42 @@ def test_other_libraries_keep_numbas_behaviour(tmp_path):
                          text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "numba: cannot cache function" in out.stdout
+
+
+def test_twin_dispatch_leaves_no_cache_index_and_later_processes_compile(tmp_path):
+    """run_twins' overload is keyed by Dispatcher types, which never match across processes:
+    it is not cached (its index grew with every process until saving it raised
+    ReferenceError). A later process compiling new signatures works, caching nothing of it."""
+    cache = tmp_path / "cache"
+    assert _run("", cache) == []
+    later = """
+        import gc
+        import numpy as np
+        from fastbp.kernels import adam_update
+        gc.set_threshold(1)  # collect every rebuilt object at once
+        for dtype in (np.float32, np.float64):
+            p = np.ones(3000, dtype); g = p.copy(); m = np.zeros_like(p); v = np.zeros_like(p)
+            for minimum in (None, 1, 10 ** 9):
+                adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 0.0, minimum)
+    """
+    assert _run(later, cache) == []
+    assert not [p for p in cache.rglob("*") if "run_twins" in p.name]
+
+
+def test_index_that_cannot_be_saved_again_is_dropped(tmp_path):
+    """An index whose old entries no longer pickle (ReferenceError, as a stale run_twins index
+    of fastbp 0.1 did) is removed and the new entry saved: no error, no warning."""
+    prelude = """
+        from numba.core import caching
+        original = caching.IndexDataCacheFile._save_index
+        failed = []
+        def save_index(self, overloads):
+            if not failed:
+                failed.append(self._index_path)
+                raise ReferenceError("underlying object has vanished")
+            return original(self, overloads)
+        caching.IndexDataCacheFile._save_index = save_index
+    """
+    cache = tmp_path / "cache"
+    assert _run(prelude, cache) == []
+    assert all(p.stat().st_size > 0 for p in cache.rglob("*.nbi"))

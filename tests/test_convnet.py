@@ -106,14 +106,15 @@ def test_books_gradient_check_runs_on_fastbps_layers(seed):
 
 
 @compiled_only
+@pytest.mark.parametrize("n", [1, 6])  # 1: the one-row fused backward and update
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_train_step_matches_books_adam(rng, dtype):
+def test_train_step_matches_books_adam(rng, dtype, n):
     ours = SimpleConvNet(**SMALL, dtype=dtype, seed=3)
     ref = SimpleConvNet(**SMALL, dtype=np.float64, seed=3)
     adam_book = book("common.optimizer").Adam(lr=0.01)
     opt = optimizers.Adam(lr=0.01)
     for _ in range(4):
-        x, t = _batch(rng)
+        x, t = _batch(rng, n)
         loss_ref = ref.loss(x, t)
         adam_book.update(ref.params, ref.gradient(x, t))
         loss = ours.train_step(x, t, opt)
@@ -136,14 +137,15 @@ def test_fused_gradient_of_one_and_two_rows(rng, n):
 
 
 @compiled_only
-@pytest.mark.parametrize("name", ["SGD", "Momentum", "AdaGrad", "RMSprop"])
-def test_train_step_with_other_optimizers(rng, name):
+@pytest.mark.parametrize("n", [1, 6])
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop"])
+def test_train_step_with_other_optimizers(rng, name, n):
     ours = SimpleConvNet(**SMALL, seed=1)
     ref = SimpleConvNet(**SMALL, seed=1)
     opt = getattr(optimizers, name)(lr=0.05)
     opt_ref = getattr(book("common.optimizer"), name)(lr=0.05)
     for _ in range(3):
-        x, t = _batch(rng)
+        x, t = _batch(rng, n)
         opt_ref.update(ref.params, ref.gradient(x, t))
         ours.train_step(x, t, opt)
     for key in ref.params:
@@ -151,9 +153,10 @@ def test_train_step_with_other_optimizers(rng, name):
 
 
 @compiled_only
-def test_book_sized_step_is_thread_count_independent(rng):
-    x = rng.random((40, 1, 28, 28), dtype=np.float32)
-    t = rng.integers(0, 10, 40)
+@pytest.mark.parametrize("n", [1, 40])  # 1: W2's fused backward and update on the pool
+def test_book_sized_step_is_thread_count_independent(rng, n):
+    x = rng.random((n, 1, 28, 28), dtype=np.float32)
+    t = rng.integers(0, 10, n)
     before = numba.get_num_threads()
     results = []
     try:

@@ -128,16 +128,18 @@ OPTIMIZERS = [("SGD", dict(lr=0.1)), ("Momentum", dict(lr=0.05)), ("Nesterov", d
               ("AdaGrad", dict(lr=0.05)), ("RMSprop", dict(lr=0.01)), ("Adam", dict(lr=0.01))]
 
 
+@pytest.mark.parametrize("n", [1, 30])  # 1: the one-row fused backward and update
 @pytest.mark.parametrize("name,kw", OPTIMIZERS)
 @pytest.mark.parametrize("cfg", [dict(), dict(weight_decay_lambda=0.05),
-                                 dict(use_batchnorm=True)])
-def test_train_step_follows_the_books_training(name, kw, cfg):
+                                 dict(use_batchnorm=True),
+                                 dict(activation="sigmoid", weight_init_std="xavier")])
+def test_train_step_follows_the_books_training(name, kw, cfg, n):
     """Five fused steps against the book: gradient, then its optimizer's update."""
     ours, theirs = _pair(cfg)
     opt_ours = getattr(optimizers, name)(**kw)
     opt_theirs = getattr(book("common.optimizer"), name)(**kw)
     for step in range(5):
-        x, t = _data(30, seed=step)
+        x, t = _data(n, seed=step)
         flg = {"train_flg": True} if "use_batchnorm" in cfg else {}
         bns = [v for k, v in theirs.layers.items() if k.startswith("BatchNorm")]
         saved = [(v.running_mean, v.running_var) for v in bns]

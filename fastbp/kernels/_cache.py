@@ -93,10 +93,13 @@ def _wrap_io(name, on_error):
             _warn_once(f"Numba could not {on_error} its cache in {self.cache_path} "
                        f"({os.strerror(e.errno) if e.errno else e})")
             return None
-        except (AttributeError, ImportError, pickle.UnpicklingError):
+        except (AttributeError, ImportError, ReferenceError, pickle.UnpicklingError):
             # An index written by an older fastbp can name a function since renamed or
-            # removed (an overload's pickled type), and unpickling it fails. Drop the stale
-            # index: a cache miss, the function compiles and is cached again.
+            # removed (an overload's pickled type), and unpickling it fails; one holding a
+            # Dispatcher type from another process fails to pickle again once that rebuilt
+            # dispatcher was collected (ReferenceError, "underlying object has vanished";
+            # fastbp <= 0.1's run_twins index). Drop the stale index: a cache miss, the
+            # function compiles and is cached again.
             if not _ours(self._py_func):
                 raise
             try:

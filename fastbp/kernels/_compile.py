@@ -86,6 +86,13 @@ CONVNET_LOOP_MAX_ROWS = 1
 #: docs/decisions/convolution.md).
 CONVNET_BLAS_THREADS = 1
 
+#: Elements of a weight matrix per block of rows in the one-row fused backward and update
+#: (fastbp.kernels.onerow): the block's parameter, gradient and two state rows (4 x 16 KiB
+#: in float32) stay in the L2 cache between the gradient's write and the optimizer's read.
+#: Set with benchmarks/compare_frameworks.py --model convnet at batch 1
+#: (docs/decisions/convolution.md).
+ONE_ROW_BLOCK_ELEMENTS = 4096
+
 #: Parameters from which the optimizer pass of the SimpleConvNet step runs parallel. Unlike
 #: the fully connected step (FUSED_UPDATE_PARALLEL_MIN_ELEMENTS), the book's ConvNet has
 #: 434k parameters, mostly the 4320 x 100 W2, and a pass over them is long enough that

@@ -36,7 +36,12 @@ def _is_none(t):
     return t is None or isinstance(t, types.NoneType)
 
 
-@overload(run_twins, inline="always", jit_options={"cache": True})
+# Not cached (no ``jit_options={"cache": True}``): its signature holds the twins' Dispatcher
+# types, which Numba pickles by a per-process id. A cached index of this overload never hit
+# in another process, grew by every process that compiled, and once it held more twins than
+# Numba keeps alive (128 recent dispatchers) saving it raised ReferenceError ("underlying
+# object has vanished") in a user's call. Inlined, it is part of each caller's cached code.
+@overload(run_twins, inline="always")
 def _run_twins_overload(serial, parallel, args, size, minimum, allowed=True):
     if _is_none(minimum) or _is_none(allowed):
         def serial_only(serial, parallel, args, size, minimum, allowed=True):

@@ -24,6 +24,7 @@ from .affine import (column_sum, fill_zero, input_grad, matmul_loops, product, r
                      weight_grad)
 from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward_work_size,
                    crp_scratch_size, dot_reassoc)
+from .onerow import one_row_backward_update_at
 from .optimizers import optimizer_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 
@@ -152,6 +153,12 @@ def _forward(x, flat, layout, arena, index):
 
 
 @njit(cache=True, nogil=True)
+def _state(state, lo, hi):
+    # an optimizer state's part at flat[lo:hi] (size 0: the optimizer has none)
+    return state[lo:hi] if state.size > 0 else state
+
+
+@njit(cache=True, nogil=True)
 def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1, state2,
                  lr, c1, c2):
     """Forward, backward and optimizer update of a SimpleConvNet on one batch.
@@ -210,16 +217,28 @@ def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1
     for i in range(n):
         loss += row_loss[i]
     loss /= n
-    # Affine2, ReLU, Affine1 backward
+    # Affine2, ReLU, Affine1 backward; for one row with an optimizer, fused with the
+    # update of W3 and W2 (each block of rows read once: fastbp.kernels.onerow)
+    fused = n == 1 and kind >= 0
+    W3_end = layout[W3_OFF] + hid * out_n
+    W2_end = layout[W2_OFF] + D * hid
     column_sum(dy, grads[layout[B3_OFF]:layout[B3_OFF] + out_n])
-    _weight_grad(h, dy, grads[layout[W3_OFF]:layout[W3_OFF] + hid * out_n].reshape(hid, out_n))
-    _input_grad(dy, flat[layout[W3_OFF]:layout[W3_OFF] + hid * out_n].reshape(hid, out_n), dh,
-                h)
+    if fused:
+        one_row_backward_update_at(kind, h[0], dy[0], flat, grads, state1, state2,
+                                   layout[W3_OFF], lr, c1, c2, 0.0, dh[0], True,
+                                   CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
+    else:
+        _weight_grad(h, dy, grads[layout[W3_OFF]:W3_end].reshape(hid, out_n))
+        _input_grad(dy, flat[layout[W3_OFF]:W3_end].reshape(hid, out_n), dh, h)
     relu_mask_rows(h, dh)
     column_sum(dh, grads[layout[B2_OFF]:layout[B2_OFF] + hid])
-    _weight_grad(pooled, dh, grads[layout[W2_OFF]:layout[W2_OFF] + D * hid].reshape(D, hid))
-    _input_grad(dh, flat[layout[W2_OFF]:layout[W2_OFF] + D * hid].reshape(D, hid), dpooled,
-                pooled)
+    if fused:
+        one_row_backward_update_at(kind, pooled[0], dh[0], flat, grads, state1, state2,
+                                   layout[W2_OFF], lr, c1, c2, 0.0, dpooled[0], True,
+                                   CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
+    else:
+        _weight_grad(pooled, dh, grads[layout[W2_OFF]:W2_end].reshape(D, hid))
+        _input_grad(dh, flat[layout[W2_OFF]:W2_end].reshape(D, hid), dpooled, pooled)
     # pooling, ReLU and convolution backward (no input gradient)
     fn, ph, pw = layout[FN], layout[PH], layout[PW]
     fsize = layout[FN] * layout[C] * layout[FH] * layout[FW]
@@ -232,7 +251,14 @@ def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1
         grads[layout[B1_OFF]:layout[B1_OFF] + fn],
         _part(arena, off + 2 * n * out_n, fn * _dense_work(layout)).reshape(fn,
                                                                         _dense_work(layout)))
-    if kind >= 0:
+    if fused:  # W2 and W3 are done
+        for lo, hi in ((layout[W1_OFF], layout[W1_OFF] + fsize),
+                       (layout[B1_OFF], layout[B1_OFF] + fn),
+                       (layout[B2_OFF], layout[B2_OFF] + hid),
+                       (layout[B3_OFF], layout[B3_OFF] + out_n)):
+            optimizer_update(kind, flat[lo:hi], grads[lo:hi], _state(state1, lo, hi),
+                             _state(state2, lo, hi), lr, c1, c2, 0.0, None)
+    elif kind >= 0:
         optimizer_update(kind, flat, grads, state1, state2, lr, c1, c2, 0.0,
                          CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
     return loss
