@@ -34,7 +34,10 @@ _DEFAULT_CONV = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
 
 def _fewer_gemm_threads(kernel, *args):
     """``kernel(*args)`` with the BLAS of the compiled kernels on at most
-    ``KC.CONVNET_BLAS_THREADS`` threads (see there why), restored afterwards."""
+    ``KC.CONVNET_BLAS_THREADS`` threads (see there why), restored afterwards. Batches of up
+    to ``KC.CONVNET_LOOP_MAX_ROWS`` rows (``args[0]``) call no BLAS: nothing to lower."""
+    if args[0].shape[0] <= KC.CONVNET_LOOP_MAX_ROWS:
+        return kernel(*args)
     before = gemm_threads()
     if before <= KC.CONVNET_BLAS_THREADS:
         return kernel(*args)
@@ -318,9 +321,8 @@ class SimpleConvNet:
     def _workspace(self, n):
         work = self._work.get(n)
         if work is None:
-            D = int(self._layout[KC.FN] * self._layout[KC.PH] * self._layout[KC.PW])
             work = (np.empty(KC.convnet_arena_size(n, self._layout), self.dtype),
-                    np.empty(n * D, np.int32), np.empty(n))
+                    np.empty(KC.convnet_index_size(n, self._layout), np.int32), np.empty(n))
             if len(self._work) >= _WORK_SIZES:
                 self._work.clear()
             self._work[n] = work

@@ -192,6 +192,8 @@ def test_step_runs_its_products_on_fewer_blas_threads_and_restores_them(rng, mon
         x, t = _batch(rng, n=30)
         net.train_step(x, t, optimizers.SGD())
         assert seen == [1] and gemm_threads() == 2
+        net.train_step(x[:1], t[:1], optimizers.SGD())  # one row calls no BLAS: left alone
+        assert seen[-1] == 2 and gemm_threads() == 2
         net.accuracy(x, t)
         assert gemm_threads() == 2
         with pytest.raises(ValueError, match="labels in t"):

@@ -10,8 +10,9 @@ row passes (:mod:`.rows`). Every parameter lives in one flat buffer ``flat`` at 
 offsets of a small int64 vector ``layout`` (entries :data:`W1_OFF` ... :data:`OUT`), so
 the optimizer's update is one pass over contiguous memory (:func:`.optimizers.optimizer_update`).
 
-Work space for a batch size is one float ``arena`` and one int32 ``index`` buffer, carved
-by :func:`convnet_arena_size` at offsets every function here recomputes the same way.
+Work space for a batch size is one float ``arena`` and one int32 ``index`` buffer, sized by
+:func:`convnet_arena_size` and :func:`convnet_index_size` and carved at offsets every
+function here recomputes the same way.
 """
 from numba import njit
 
@@ -24,6 +25,7 @@ from .affine import (column_sum, fill_zero, input_grad, matmul_loops, product, r
                      weight_grad)
 from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward_work_size,
                    crp_scratch_size, dot_reassoc)
+from ._sparse import gather_rows, list_stride
 from .onerow import one_row_backward_update_at
 from .optimizers import optimizer_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
@@ -59,12 +61,20 @@ def _dense_work(layout):
 
 @njit(cache=True, nogil=True)
 def convnet_arena_size(n, layout):
-    """Float elements of the work space of a batch of `n` rows (the int32 ``index`` buffer
-    holds ``n * FN * PH * PW``): the convolution block's scratch, the pooled output and its
+    """Float elements of the work space of a batch of `n` rows (the int32 ``index`` buffer:
+    :func:`convnet_index_size`): the convolution block's scratch, the pooled output and its
     gradient, the hidden layer and its gradient, the logits and their gradient, and the
     work space of the convolution block's backward (per filter, not per row)."""
     return n * (_scratch(layout) + 2 * _pooled(layout) + 2 * layout[HIDDEN]
                 + 2 * layout[OUT]) + layout[FN] * _dense_work(layout)
+
+
+@njit(cache=True, nogil=True)
+def convnet_index_size(n, layout):
+    """Elements of the int32 ``index`` buffer of a batch of `n` rows: the pooling's
+    indices (``n * FN * PH * PW``), then the list of a one-row batch's non-zero inputs of
+    the affine layers (``h @ W2`` and ``h @ W3`` from their non-zero rows only)."""
+    return n * _pooled(layout) + list_stride(_pooled(layout))
 
 
 @njit(cache=True, nogil=True)
@@ -73,9 +83,11 @@ def _part(arena, off, size):
 
 
 @njit(cache=True, nogil=True)
-def _product(a, W, out):
-    # out = a @ W
-    if a.shape[0] <= CONVNET_LOOP_MAX_ROWS:
+def _product(a, W, out, lists):
+    # out = a @ W; one row from the list of its non-zero entries (written to `lists`)
+    if a.shape[0] == 1:
+        gather_rows(a, lists, W, out)
+    elif a.shape[0] <= CONVNET_LOOP_MAX_ROWS:
         matmul_loops(a, W, out, False)
     else:
         product(a, W, out)
@@ -145,10 +157,11 @@ def _forward(x, flat, layout, arena, index):
                            layout[POOL], layout[POOL_STRIDE], scratch, pooled4, arg4)
     h = _part(arena, off, n * hid).reshape(n, hid)
     off += 2 * n * hid
-    _product(pooled.reshape(n, D), W2, h)
+    lists = index[n * D:]
+    _product(pooled.reshape(n, D), W2, h, lists)
     bias_act_rows(h, b2, RELU)
     y = _part(arena, off, n * out_n).reshape(n, out_n)
-    _product(h, W3, y)
+    _product(h, W3, y, lists)
     return y
 
 
@@ -175,8 +188,8 @@ def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1
         See :data:`W1_OFF` ... :data:`OUT`.
     arena : ndarray, (convnet_arena_size(n, layout),), dtype of `x`
         Work space; overwritten.
-    index : ndarray, (n * FN * PH * PW,), int32
-        Work space (the pooling indices); overwritten.
+    index : ndarray, (convnet_index_size(n, layout),), int32
+        Work space (the pooling indices, a list of non-zero inputs); overwritten.
     row_loss : ndarray, (n,), float64
         Written with each row's cross-entropy.
     kind : int
