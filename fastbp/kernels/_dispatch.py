@@ -2,14 +2,17 @@
 on, and the choice between a serial and a parallel twin (their docstrings share parameter
 texts through :func:`fastbp.kernels._docstrings.with_doc`).
 
-:func:`run_twins` is an overload inlined into each dispatcher at typing time, so each
-dispatcher keeps its own signature (user-facing API) and its own cache entry, and the call
-compiles to the same two direct calls a hand-written ``if``/``else`` did. A plain
-``@njit`` helper taking the twins as arguments would not do: dispatchers passed as values
-are dynamic globals, and Numba refuses to cache the caller.
+:func:`twin_runner` makes, for each pair of twins, one small cached ``@njit`` function with
+that choice, and each public dispatcher (its own signature, the user-facing API) calls its
+pair's runner. A single helper taking the twins as arguments would not do: dispatchers
+passed as values are dynamic globals, and Numba refuses to cache the caller. An overload
+inlined at every call site (fastbp 0.1) did work, at a price: about 2 s more compile time
+on a cold start (docs/decisions/cold-start.md), and a cache index keyed by Dispatcher
+types that never hit in another process.
 """
-from numba import njit, types
-from numba.extending import overload
+import types as pytypes
+
+from numba import njit
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -18,39 +21,36 @@ def flat(a):
     return a.reshape(a.size)
 
 
-def run_twins(serial, parallel, args, size, minimum, allowed=True):
-    """Call ``parallel(*args)`` when ``size >= minimum``, else ``serial(*args)``.
-
-    `minimum` or `allowed` ``None`` (the caller's argument passed through) selects the serial
-    twin at any size and leaves the parallel one out of the compiled code (same bits, less
-    to compile: docs/decisions/cold-start.md). This body runs under NUMBA_DISABLE_JIT=1;
-    compiled code takes the overload below.
-    """
-    if allowed is not None and minimum is not None and size >= minimum:
-        parallel(*args)
+def _pick(args, size, minimum, allowed=True):
+    # The template of every runner (twin_runner binds _SERIAL and _PARALLEL). Two plain
+    # `is None` tests: Numba prunes each before typing when its argument is None, so the
+    # parallel twin is then not even compiled.
+    if minimum is None:
+        _SERIAL(*args)  # noqa: F821 (bound by twin_runner)
+    elif allowed is None:
+        _SERIAL(*args)  # noqa: F821
+    elif size >= minimum:
+        _PARALLEL(*args)  # noqa: F821
     else:
-        serial(*args)
+        _SERIAL(*args)  # noqa: F821
 
 
-def _is_none(t):
-    return t is None or isinstance(t, types.NoneType)
+def twin_runner(serial, parallel):
+    """The ``@njit`` function ``run(args, size, minimum, allowed=True)`` that calls
+    ``parallel(*args)`` when ``size >= minimum``, else ``serial(*args)``.
 
-
-# Not cached (no ``jit_options={"cache": True}``): its signature holds the twins' Dispatcher
-# types, which Numba pickles by a per-process id. A cached index of this overload never hit
-# in another process, grew by every process that compiled, and once it held more twins than
-# Numba keeps alive (128 recent dispatchers) saving it raised ReferenceError ("underlying
-# object has vanished") in a user's call. Inlined, it is part of each caller's cached code.
-@overload(run_twins, inline="always")
-def _run_twins_overload(serial, parallel, args, size, minimum, allowed=True):
-    if _is_none(minimum) or _is_none(allowed):
-        def serial_only(serial, parallel, args, size, minimum, allowed=True):
-            serial(*args)
-        return serial_only
-
-    def pick(serial, parallel, args, size, minimum, allowed=True):
-        if size >= minimum:
-            parallel(*args)
-        else:
-            serial(*args)
-    return pick
+    `minimum` or `allowed` ``None`` (a caller's argument passed through) selects the serial
+    twin at any size and leaves the parallel one out of the compiled code (the same bits,
+    less to compile: docs/decisions/cold-start.md). Each runner is a copy of one template
+    whose globals name its twins, cached under its own name (``_pick__<module>__<body>``): it is keyed
+    by the argument types only, so its cache hits in every later process.
+    """
+    code = _pick.__code__
+    runner = pytypes.FunctionType(code, dict(_pick.__globals__, _SERIAL=serial,
+                                             _PARALLEL=parallel),
+                                  "_pick", _pick.__defaults__)
+    body = serial.py_func
+    runner.__qualname__ = "_pick__{}__{}".format(body.__module__.rsplit(".", 1)[-1],
+                                                  body.__qualname__.removesuffix("__serial"))
+    runner.__module__ = _pick.__module__
+    return njit(cache=True, nogil=True)(runner)

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import flat, run_twins
+from ._dispatch import flat, twin_runner
 from ._vexp import exp_nonpos
 
 
@@ -74,7 +74,9 @@ def _tanh_backward_body(y, dout, dx):
 
 
 _relu_forward_serial, _relu_forward_parallel = twins(_relu_forward_body)
+_relu_forward_run = twin_runner(_relu_forward_serial, _relu_forward_parallel)
 _relu_backward_serial, _relu_backward_parallel = twins(_relu_backward_body)
+_relu_backward_run = twin_runner(_relu_backward_serial, _relu_backward_parallel)
 # error_model="numpy": no ZeroDivisionError check on `one / (one + e)` (the divisor is
 # >= 1). The check is a branch that kept LLVM from vectorizing the loop.
 # fastmath={"contract"} only lets LLVM fuse a * b + c into one FMA instruction (NaN, inf and
@@ -83,9 +85,13 @@ _relu_backward_serial, _relu_backward_parallel = twins(_relu_backward_body)
 # (docs/decisions/vectorized-exp.md).
 _sigmoid_forward_serial, _sigmoid_forward_parallel = twins(
     _sigmoid_forward_body, error_model="numpy", fastmath={"contract"})
+_sigmoid_forward_run = twin_runner(_sigmoid_forward_serial, _sigmoid_forward_parallel)
 _sigmoid_backward_serial, _sigmoid_backward_parallel = twins(_sigmoid_backward_body)
+_sigmoid_backward_run = twin_runner(_sigmoid_backward_serial, _sigmoid_backward_parallel)
 _tanh_forward_serial, _tanh_forward_parallel = twins(_tanh_forward_body)
+_tanh_forward_run = twin_runner(_tanh_forward_serial, _tanh_forward_parallel)
 _tanh_backward_serial, _tanh_backward_parallel = twins(_tanh_backward_body)
+_tanh_backward_run = twin_runner(_tanh_backward_serial, _tanh_backward_parallel)
 
 @njit(cache=True, nogil=True)
 def relu_forward(x, out):
@@ -97,7 +103,7 @@ def relu_forward(x, out):
     out : ndarray, same shape and dtype as `x`, C-contiguous
         Written in place (may be `x` itself).
     """
-    run_twins(_relu_forward_serial, _relu_forward_parallel, (flat(x), flat(out)), x.size,
+    _relu_forward_run((flat(x), flat(out)), x.size,
               PARALLEL_MIN_ELEMENTS)
 
 
@@ -114,7 +120,7 @@ def relu_backward(x, dout, dx):
     dx : ndarray, shape and dtype of `x`
         Written in place (may be `dout`).
     """
-    run_twins(_relu_backward_serial, _relu_backward_parallel, (flat(x), flat(dout), flat(dx)), x.size,
+    _relu_backward_run((flat(x), flat(dout), flat(dx)), x.size,
               PARALLEL_MIN_ELEMENTS)
 
 
@@ -123,7 +129,7 @@ def relu_backward(x, dout, dx):
 def sigmoid_forward(x, out):
     """Logistic sigmoid ``out = 1 / (1 + exp(-x))``, overflow-free for any finite `x`;
     `x` and `out` as in :func:`relu_forward`."""
-    run_twins(_sigmoid_forward_serial, _sigmoid_forward_parallel, (flat(x), flat(out)), x.size,
+    _sigmoid_forward_run((flat(x), flat(out)), x.size,
               PARALLEL_MIN_ELEMENTS)
 
 
@@ -131,14 +137,14 @@ def sigmoid_forward(x, out):
 def sigmoid_backward(y, dout, dx):
     """Sigmoid backward from the forward output `y` only: ``dx = dout * y * (1 - y)``, with
     `y` in the place of :func:`relu_backward`'s `x` (may be given `dout` as `dx`)."""
-    run_twins(_sigmoid_backward_serial, _sigmoid_backward_parallel, (flat(y), flat(dout), flat(dx)), y.size,
+    _sigmoid_backward_run((flat(y), flat(dout), flat(dx)), y.size,
               PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)
 def tanh_forward(x, out):
     """Hyperbolic tangent ``out = tanh(x)``, arguments as :func:`relu_forward`'s."""
-    run_twins(_tanh_forward_serial, _tanh_forward_parallel, (flat(x), flat(out)), x.size,
+    _tanh_forward_run((flat(x), flat(out)), x.size,
               PARALLEL_MIN_ELEMENTS)
 
 
@@ -146,5 +152,5 @@ def tanh_forward(x, out):
 def tanh_backward(y, dout, dx):
     """Tanh backward from the forward output `y` only: ``dx = dout * (1 - y**2)``; arguments
     as :func:`sigmoid_backward`'s."""
-    run_twins(_tanh_backward_serial, _tanh_backward_parallel, (flat(y), flat(dout), flat(dx)), y.size,
+    _tanh_backward_run((flat(y), flat(dout), flat(dx)), y.size,
               PARALLEL_MIN_ELEMENTS)

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import run_twins
+from ._dispatch import twin_runner
 
 #: The book's ``10e-7`` added to the variance before the square root.
 EPS_BN = 10e-7
@@ -205,6 +205,7 @@ def _backward_body(dout, xc, xn, std, gamma, dgamma, dbeta, dx, work):
 _forward_train_serial, _forward_train_parallel = twins(_forward_train_body,
                                                        error_model="numpy")
 _forward_eval_serial, _forward_eval_parallel = twins(_forward_eval_body, error_model="numpy")
+_forward_eval_run = twin_runner(_forward_eval_serial, _forward_eval_parallel)
 _backward_serial, _backward_parallel = twins(_backward_body, error_model="numpy")
 
 
@@ -271,8 +272,7 @@ def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, out):
         Written in place; may be `x` itself.
     """
     n, D = x.shape
-    run_twins(_forward_eval_serial, _forward_eval_parallel,
-              (x, gamma, beta, running_mean, running_var, out), n * D, PARALLEL_MIN_ELEMENTS)
+    _forward_eval_run((x, gamma, beta, running_mean, running_var, out), n * D, PARALLEL_MIN_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)

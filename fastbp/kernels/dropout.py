@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import flat, run_twins
+from ._dispatch import flat, twin_runner
 from ._docstrings import with_doc
 
 _M0 = np.uint64(0xD2511F53)
@@ -140,7 +140,9 @@ def _multiply_body(x, mask, out):
 
 
 _mask_serial, _mask_parallel = twins(_mask_body)
+_mask_run = twin_runner(_mask_serial, _mask_parallel)
 _multiply_serial, _multiply_parallel = twins(_multiply_body)
+_multiply_run = twin_runner(_multiply_serial, _multiply_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -167,7 +169,7 @@ def dropout_mask(ratio, seed, stream, mask):
     st = np.uint64(stream)
     k0, k1 = s & _LOW, s >> _32
     s0, s1 = st & _LOW, st >> _32
-    run_twins(_mask_serial, _mask_parallel, (threshold, k0, k1, s0, s1, bits), bits.size,
+    _mask_run((threshold, k0, k1, s0, s1, bits), bits.size,
               PARALLEL_MIN_ELEMENTS)
     rest = bits.size % 4
     if rest:
@@ -194,7 +196,7 @@ def dropout_forward(x, mask, out):
 
     {parameters}
     """
-    run_twins(_multiply_serial, _multiply_parallel, (flat(x), flat(mask), flat(out)), x.size,
+    _multiply_run((flat(x), flat(mask), flat(out)), x.size,
               PARALLEL_MIN_ELEMENTS)
 
 

@@ -27,13 +27,15 @@ from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
 from ._compile import PARALLEL_MIN_ROWS, SMALL_BATCH, require_c_contiguous, twins
-from ._dispatch import run_twins
+from ._dispatch import twin_runner
 from .affine import column_sum, fill_zero, matmul_loops, matmul_loops_parallel, rank1_loops
 from ._sparse import (LANES, gather_rows, list_stride, nonzero_columns, scatter_axpy,
                       scatter_rows)
 from .optimizers import sgd_decay_update
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 from .softmax import softmax_ce_row
+
+_matmul_loops_run = twin_runner(matmul_loops, matmul_loops_parallel)
 
 def _rows_body(t, b1, W2, b2, h, y, dy, dh, row_loss, W2T=None):
     # Everything between the two large products, one batch row at a time while the row is
@@ -232,7 +234,7 @@ def _step_small(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_
     else:
         fill_zero(dW1)
         rank1_loops(1.0, x, dh, dW1)  # dW1 = x.T @ dh, rows in order
-        run_twins(matmul_loops, matmul_loops_parallel, (h.T, dy, dW2, False), n,
+        _matmul_loops_run((h.T, dy, dW2, False), n,
                   PARALLEL_MIN_ROWS)
 
 
@@ -263,7 +265,7 @@ def _step_blas(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_l
         sgd_decay_update(b2, db2, lr, 0.0, None)
     else:
         gemm(TRANS, NO_TRANS, d, H, n, 1.0, x, d, dh, H, 0.0, dW1, H)
-        run_twins(matmul_loops, matmul_loops_parallel, (h.T, dy, dW2, False), n,
+        _matmul_loops_run((h.T, dy, dW2, False), n,
                   PARALLEL_MIN_ROWS, parallel)
 
 

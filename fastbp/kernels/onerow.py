@@ -13,7 +13,7 @@ the unfused pass). For the book's SimpleConvNet at batch 1 (W2 is 4320 x 100, 43
 from numba import njit, prange
 
 from ._compile import ONE_ROW_BLOCK_ELEMENTS, twins
-from ._dispatch import run_twins
+from ._dispatch import twin_runner
 from .conv import dot_reassoc
 from .optimizers import optimizer_update
 
@@ -40,6 +40,7 @@ def _one_row_body(kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, rel
 
 
 _one_row_serial, _one_row_parallel = twins(_one_row_body)
+_one_row_run = twin_runner(_one_row_serial, _one_row_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -80,8 +81,7 @@ def one_row_backward_update(kind, a, dz, W, dW, state1, state2, lr, c1, c2, deca
     (:func:`.conv.dot_reassoc`), the same on every call on one machine, not the strict
     left-to-right order.
     """
-    run_twins(_one_row_serial, _one_row_parallel,
-              (kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, relu_input),
+    _one_row_run((kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, relu_input),
               W.size, min_parallel)
 
 

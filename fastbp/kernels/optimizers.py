@@ -29,7 +29,7 @@ from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
 from ._docstrings import with_doc
-from ._dispatch import flat, run_twins
+from ._dispatch import flat, twin_runner
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
@@ -193,11 +193,17 @@ _PARAMETER_DOCS = {
 # ZeroDivisionError; the check it replaces is a branch that keeps LLVM from vectorizing.
 # (The divisors are sqrt(h) + EPS > 0 anyway; a NaN state propagates as in NumPy.)
 _sgd_decay_serial, _sgd_decay_parallel = twins(_sgd_decay_body, error_model="numpy")
+_sgd_decay_run = twin_runner(_sgd_decay_serial, _sgd_decay_parallel)
 _momentum_serial, _momentum_parallel = twins(_momentum_body, error_model="numpy")
+_momentum_run = twin_runner(_momentum_serial, _momentum_parallel)
 _nesterov_serial, _nesterov_parallel = twins(_nesterov_body, error_model="numpy")
+_nesterov_run = twin_runner(_nesterov_serial, _nesterov_parallel)
 _adagrad_serial, _adagrad_parallel = twins(_adagrad_body, error_model="numpy")
+_adagrad_run = twin_runner(_adagrad_serial, _adagrad_parallel)
 _rmsprop_serial, _rmsprop_parallel = twins(_rmsprop_body, error_model="numpy")
+_rmsprop_run = twin_runner(_rmsprop_serial, _rmsprop_parallel)
 _adam_serial, _adam_parallel = twins(_adam_body, error_model="numpy")
+_adam_run = twin_runner(_adam_serial, _adam_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -215,8 +221,7 @@ def sgd_decay_update(param, grad, lr, decay=0.0,
         Elements from which the parallel twin runs; ``None`` leaves it out of the compiled
         code (serial at any size, the same bits).
     """
-    run_twins(_sgd_decay_serial, _sgd_decay_parallel,
-              (flat(param), flat(grad), lr, decay), param.size, min_parallel)
+    _sgd_decay_run((flat(param), flat(grad), lr, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -230,8 +235,7 @@ def momentum_update(param, grad, v, lr, momentum, decay=0.0,
     {velocity_parameters}
     {decay} ``Momentum``.
     """
-    run_twins(_momentum_serial, _momentum_parallel,
-              (flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
+    _momentum_run((flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -243,8 +247,7 @@ def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
     v -= lr*g`` with ``g = grad + decay * param``. The parameters are those of
     :func:`momentum_update` (`decay` 0 gives the book's ``Nesterov``).
     """
-    run_twins(_nesterov_serial, _nesterov_parallel,
-              (flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
+    _nesterov_run((flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -263,8 +266,7 @@ def adagrad_update(param, grad, h, lr, decay=0.0,
     {lr}
     {decay} ``AdaGrad``.
     """
-    run_twins(_adagrad_serial, _adagrad_parallel,
-              (flat(param), flat(grad), flat(h), lr, decay), param.size, min_parallel)
+    _adagrad_run((flat(param), flat(grad), flat(h), lr, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -286,8 +288,7 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
         The book's ``decay_rate`` (0.99 by default there).
     {decay} ``RMSprop``.
     """
-    run_twins(_rmsprop_serial, _rmsprop_parallel,
-              (flat(param), flat(grad), flat(h), lr, decay_rate, decay), param.size, min_parallel)
+    _rmsprop_run((flat(param), flat(grad), flat(h), lr, decay_rate, decay), param.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -312,8 +313,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
         The book's ``beta1`` and ``beta2`` (0.9 and 0.999 by default there).
     {decay} ``Adam``.
     """
-    run_twins(_adam_serial, _adam_parallel,
-              (flat(param), flat(grad), flat(m), flat(v), lr_t, beta1, beta2, decay),
+    _adam_run((flat(param), flat(grad), flat(m), flat(v), lr_t, beta1, beta2, decay),
               param.size, min_parallel)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ROWS, SOFTMAX_BLOCK, twins
-from ._dispatch import run_twins
+from ._dispatch import twin_runner
 from ._vexp import exp_nonpos
 from .activations import sigmoid_scalar
 from .softmax import finish_row, target_prob
@@ -31,7 +31,10 @@ _SOFTMAX = 4
 SOFTMAX_CE, LOGISTIC_CE = 0, 1
 
 
-@njit(cache=True, nogil=True, inline="always")
+# The sigmoid and softmax rows are calls, not inlined: bias_act_rows' twins are compiled
+# for every ReLU network, and inlining these branches into them took their compile time
+# from 0.8 to 1.8 s (benchmarks/compile_cost.py, docs/decisions/cold-start.md).
+@njit(cache=True, nogil=True)
 def _add_bias_sigmoid(row, b, one):
     # row = sigmoid(row + b), in place: a SIGMOID hidden layer's and the LOGISTIC_CE
     # output's inference pass.
@@ -39,7 +42,7 @@ def _add_bias_sigmoid(row, b, one):
         row[j] = sigmoid_scalar(row[j] + b[j], one)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _add_bias_softmax(row, b):
     # row = softmax(row + b), in place: the SOFTMAX_CE output's inference pass.
     C = row.shape[0]
@@ -159,10 +162,15 @@ def _correct_body(y, b, t, hit):
 
 
 _bias_act_serial, _bias_act_parallel = twins(_bias_act_body)
+_bias_act_run = twin_runner(_bias_act_serial, _bias_act_parallel)
 _softmax_rows_serial, _softmax_rows_parallel = twins(_softmax_rows_body)
+_softmax_rows_run = twin_runner(_softmax_rows_serial, _softmax_rows_parallel)
 _logistic_rows_serial, _logistic_rows_parallel = twins(_logistic_rows_body)
+_logistic_rows_run = twin_runner(_logistic_rows_serial, _logistic_rows_parallel)
 _relu_mask_serial, _relu_mask_parallel = twins(_relu_mask_body)
+_relu_mask_run = twin_runner(_relu_mask_serial, _relu_mask_parallel)
 _correct_serial, _correct_parallel = twins(_correct_body)
+_correct_run = twin_runner(_correct_serial, _correct_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -180,7 +188,7 @@ def bias_act_rows(z, b, act, parallel=True):
         for any size, with the same bits); for callers that know their rows stay below
         the threshold (see ``network.two_layer_step``).
     """
-    run_twins(_bias_act_serial, _bias_act_parallel, (z, b, act), z.shape[0],
+    _bias_act_run((z, b, act), z.shape[0],
               PARALLEL_MIN_ROWS, parallel)
 
 
@@ -199,7 +207,7 @@ def softmax_rows(y, b, t, dy, row_loss, parallel=True):
     parallel : None, optional
         As in :func:`bias_act_rows`.
     """
-    run_twins(_softmax_rows_serial, _softmax_rows_parallel, (y, b, t, dy, row_loss, 1.0), y.shape[0],
+    _softmax_rows_run((y, b, t, dy, row_loss, 1.0), y.shape[0],
               PARALLEL_MIN_ROWS, parallel)
 
 
@@ -228,10 +236,10 @@ def output_rows(y, b, t, dy, row_loss, out_kind, scale):
     """
     args = (y, b, t, dy, row_loss, scale)
     if out_kind == LOGISTIC_CE:
-        run_twins(_logistic_rows_serial, _logistic_rows_parallel, args, y.shape[0],
+        _logistic_rows_run(args, y.shape[0],
                   PARALLEL_MIN_ROWS)
     else:
-        run_twins(_softmax_rows_serial, _softmax_rows_parallel, args, y.shape[0],
+        _softmax_rows_run(args, y.shape[0],
                   PARALLEL_MIN_ROWS)
 
 
@@ -253,12 +261,12 @@ def probability_rows(y, b, out_kind):
 def relu_mask_rows(h, dh, parallel=True):
     """``dh = 0`` where ``h <= 0``, in place (the ReLU backward from its output `h`);
     `parallel` as in :func:`bias_act_rows`."""
-    run_twins(_relu_mask_serial, _relu_mask_parallel, (h, dh), h.shape[0],
+    _relu_mask_run((h, dh), h.shape[0],
               PARALLEL_MIN_ROWS, parallel)
 
 
 @njit(cache=True, nogil=True)
 def correct_rows(y, b, t, hit):
     """``hit[i] = argmax(y[i] + b) == t[i]`` (ties to the first class, as ``np.argmax``)."""
-    run_twins(_correct_serial, _correct_parallel, (y, b, t, hit), y.shape[0],
+    _correct_run((y, b, t, hit), y.shape[0],
               PARALLEL_MIN_ROWS)
