@@ -165,8 +165,9 @@ def test_twin_dispatch_is_cached_across_processes(tmp_path):
 
 
 def test_index_that_cannot_be_saved_again_is_dropped(tmp_path):
-    """An index whose old entries no longer pickle (ReferenceError, as a stale run_twins index
-    of fastbp 0.1 did) is removed and the new entry saved: no error, no warning."""
+    """An index whose old entries no longer pickle (ReferenceError, as the stale index of the
+    unreleased inlined run_twins did) is removed and the new entry saved: no error, no
+    warning."""
     prelude = """
         from numba.core import caching
         original = caching.IndexDataCacheFile._save_index

@@ -98,7 +98,7 @@ def _wrap_io(name, on_error):
             # removed (an overload's pickled type), and unpickling it fails; one holding a
             # Dispatcher type from another process fails to pickle again once that rebuilt
             # dispatcher was collected (ReferenceError, "underlying object has vanished";
-            # fastbp <= 0.1's run_twins index). Drop the stale index: a cache miss, the
+            # the unreleased inlined run_twins' index). Drop the stale index: a miss, the
             # function compiles and is cached again.
             if not _ours(self._py_func):
                 raise

@@ -6,9 +6,9 @@ texts through :func:`fastbp.kernels._docstrings.with_doc`).
 that choice, and each public dispatcher (its own signature, the user-facing API) calls its
 pair's runner. A single helper taking the twins as arguments would not do: dispatchers
 passed as values are dynamic globals, and Numba refuses to cache the caller. An overload
-inlined at every call site (fastbp 0.1) did work, at a price: about 2 s more compile time
-on a cold start (docs/decisions/cold-start.md), and a cache index keyed by Dispatcher
-types that never hit in another process.
+inlined at every call site (before 2026-12-01 evening, never released) did work, at a
+price: about 2 s more compile time on a cold start (docs/decisions/cold-start.md), and a
+cache index keyed by Dispatcher types that never hit in another process.
 """
 import types as pytypes
 
@@ -42,8 +42,8 @@ def twin_runner(serial, parallel):
     `minimum` or `allowed` ``None`` (a caller's argument passed through) selects the serial
     twin at any size and leaves the parallel one out of the compiled code (the same bits,
     less to compile: docs/decisions/cold-start.md). Each runner is a copy of one template
-    whose globals name its twins, cached under its own name (``_pick__<module>__<body>``): it is keyed
-    by the argument types only, so its cache hits in every later process.
+    whose globals name its twins, cached under its own name (``_pick__<module>__<body>``):
+    it is keyed by the argument types only, so its cache hits in every later process.
     """
     code = _pick.__code__
     runner = pytypes.FunctionType(code, dict(_pick.__globals__, _SERIAL=serial,
