@@ -137,7 +137,10 @@ TWIN_CALLS = textwrap.dedent("""
             pass
     event.register("numba:compile", Count())
     from fastbp.kernels import adam_update, relu_forward
+    from fastbp.kernels.optimizers import _adam_run
     gc.set_threshold(1)  # rebuilt objects are collected at once
+    q = np.ones(10, np.float64)
+    _adam_run((q, q.copy(), q * 0, q * 0, 1e-3, 0.9, 0.999, 0.0), 10, 10 ** 9)  # a runner alone
     for dtype in (np.float32, np.float64):
         p = np.ones(3000, dtype); g = p.copy(); m = np.zeros_like(p); v = np.zeros_like(p)
         for minimum in (None, 1, 10 ** 9):
@@ -148,10 +151,11 @@ TWIN_CALLS = textwrap.dedent("""
 
 
 def test_twin_dispatch_is_cached_across_processes(tmp_path):
-    """Kernels that choose between twins (``_dispatch.twin_runner``) stay cacheable: the
-    first process compiles their runners (so the recorder works), a second process with the
-    same calls compiles nothing. (A runner called as a non-inlined overload with the twins
-    as arguments made every caller uncacheable.)"""
+    """Kernels that choose between twins (``_dispatch.twin_runner``) stay cacheable, and so
+    does a runner called on its own: the first process compiles them (so the recorder
+    works), a second process with the same calls compiles nothing. (A runner called as a
+    non-inlined overload with the twins as arguments made every caller uncacheable; a
+    closure over the twins missed its own cache in every new process.)"""
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
     runs = []
