@@ -49,7 +49,7 @@ def twin_runner(serial, parallel):
     runner = pytypes.FunctionType(code, dict(_pick.__globals__, _SERIAL=serial,
                                              _PARALLEL=parallel),
                                   "_pick", _pick.__defaults__)
-    body = serial.py_func
+    body = getattr(serial, "py_func", serial)  # a plain function under NUMBA_DISABLE_JIT=1
     runner.__qualname__ = "_pick__{}__{}".format(body.__module__.rsplit(".", 1)[-1],
                                                   body.__qualname__.removesuffix("__serial"))
     runner.__module__ = _pick.__module__
