@@ -166,6 +166,22 @@ def _forward(x, flat, layout, arena, index):
 
 
 @njit(cache=True, nogil=True)
+def _affine_backward(fused, kind, a, dz, flat, grads, state1, state2, w_off, lr, c1, c2, da):
+    # The backward of ``z = a @ W`` (W at flat[w_off:]; `a` a ReLU's output): the weight
+    # gradient into `grads` and `da`; `fused` (one row, an optimizer): with W's update, in one
+    # pass over its rows (fastbp.kernels.onerow)
+    if fused:
+        one_row_backward_update_at(kind, a[0], dz[0], flat, grads, state1, state2, w_off, lr,
+                                   c1, c2, 0.0, da[0], True,
+                                   CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
+    else:
+        d_in, d_out = a.shape[1], dz.shape[1]
+        end = w_off + d_in * d_out
+        _weight_grad(a, dz, grads[w_off:end].reshape(d_in, d_out))
+        _input_grad(dz, flat[w_off:end].reshape(d_in, d_out), da, a)
+
+
+@njit(cache=True, nogil=True)
 def _state(state, lo, hi):
     # an optimizer state's part at flat[lo:hi] (size 0: the optimizer has none)
     return state[lo:hi] if state.size > 0 else state
@@ -233,25 +249,13 @@ def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1
     # Affine2, ReLU, Affine1 backward; for one row with an optimizer, fused with the
     # update of W3 and W2 (each block of rows read once: fastbp.kernels.onerow)
     fused = n == 1 and kind >= 0
-    W3_end = layout[W3_OFF] + hid * out_n
-    W2_end = layout[W2_OFF] + D * hid
     column_sum(dy, grads[layout[B3_OFF]:layout[B3_OFF] + out_n])
-    if fused:
-        one_row_backward_update_at(kind, h[0], dy[0], flat, grads, state1, state2,
-                                   layout[W3_OFF], lr, c1, c2, 0.0, dh[0], True,
-                                   CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
-    else:
-        _weight_grad(h, dy, grads[layout[W3_OFF]:W3_end].reshape(hid, out_n))
-        _input_grad(dy, flat[layout[W3_OFF]:W3_end].reshape(hid, out_n), dh, h)
+    _affine_backward(fused, kind, h, dy, flat, grads, state1, state2, layout[W3_OFF], lr, c1,
+                     c2, dh)
     relu_mask_rows(h, dh)
     column_sum(dh, grads[layout[B2_OFF]:layout[B2_OFF] + hid])
-    if fused:
-        one_row_backward_update_at(kind, pooled[0], dh[0], flat, grads, state1, state2,
-                                   layout[W2_OFF], lr, c1, c2, 0.0, dpooled[0], True,
-                                   CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
-    else:
-        _weight_grad(pooled, dh, grads[layout[W2_OFF]:W2_end].reshape(D, hid))
-        _input_grad(dh, flat[layout[W2_OFF]:W2_end].reshape(D, hid), dpooled, pooled)
+    _affine_backward(fused, kind, pooled, dh, flat, grads, state1, state2, layout[W2_OFF],
+                     lr, c1, c2, dpooled)
     # pooling, ReLU and convolution backward (no input gradient)
     fn, ph, pw = layout[FN], layout[PH], layout[PW]
     fsize = layout[FN] * layout[C] * layout[FH] * layout[FW]
