@@ -14,6 +14,8 @@ import types as pytypes
 
 from numba import njit
 
+from ._compile import twins
+
 
 @njit(cache=True, nogil=True, inline="always")
 def flat(a):
@@ -54,3 +56,10 @@ def twin_runner(serial, parallel):
                                                   body.__qualname__.removesuffix("__serial"))
     runner.__module__ = _pick.__module__
     return njit(cache=True, nogil=True)(runner)
+
+
+def twins_with_runner(body, **options):
+    """``(serial, parallel, run)``: :func:`._compile.twins` of `body` and their
+    :func:`twin_runner`."""
+    serial, parallel = twins(body, **options)
+    return serial, parallel, twin_runner(serial, parallel)

@@ -7,8 +7,8 @@ own ``@njit`` code; they pick the serial or parallel twin by element count.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import flat, twin_runner
+from ._compile import PARALLEL_MIN_ELEMENTS
+from ._dispatch import flat, twins_with_runner
 from ._vexp import exp_nonpos
 
 
@@ -73,25 +73,19 @@ def _tanh_backward_body(y, dout, dx):
         dx[i] = dout[i] * (one - v * v)
 
 
-_relu_forward_serial, _relu_forward_parallel = twins(_relu_forward_body)
-_relu_forward_run = twin_runner(_relu_forward_serial, _relu_forward_parallel)
-_relu_backward_serial, _relu_backward_parallel = twins(_relu_backward_body)
-_relu_backward_run = twin_runner(_relu_backward_serial, _relu_backward_parallel)
+_relu_forward_serial, _relu_forward_parallel, _relu_forward_run = twins_with_runner(_relu_forward_body)
+_relu_backward_serial, _relu_backward_parallel, _relu_backward_run = twins_with_runner(_relu_backward_body)
 # error_model="numpy": no ZeroDivisionError check on `one / (one + e)` (the divisor is
 # >= 1). The check is a branch that kept LLVM from vectorizing the loop.
 # fastmath={"contract"} only lets LLVM fuse a * b + c into one FMA instruction (NaN, inf and
 # signed zeros are handled as without it): the exp polynomial's multiply-adds are its
 # critical path. Both measured with benchmarks/elementwise_bandwidth.py
 # (docs/decisions/vectorized-exp.md).
-_sigmoid_forward_serial, _sigmoid_forward_parallel = twins(
+_sigmoid_forward_serial, _sigmoid_forward_parallel, _sigmoid_forward_run = twins_with_runner(
     _sigmoid_forward_body, error_model="numpy", fastmath={"contract"})
-_sigmoid_forward_run = twin_runner(_sigmoid_forward_serial, _sigmoid_forward_parallel)
-_sigmoid_backward_serial, _sigmoid_backward_parallel = twins(_sigmoid_backward_body)
-_sigmoid_backward_run = twin_runner(_sigmoid_backward_serial, _sigmoid_backward_parallel)
-_tanh_forward_serial, _tanh_forward_parallel = twins(_tanh_forward_body)
-_tanh_forward_run = twin_runner(_tanh_forward_serial, _tanh_forward_parallel)
-_tanh_backward_serial, _tanh_backward_parallel = twins(_tanh_backward_body)
-_tanh_backward_run = twin_runner(_tanh_backward_serial, _tanh_backward_parallel)
+_sigmoid_backward_serial, _sigmoid_backward_parallel, _sigmoid_backward_run = twins_with_runner(_sigmoid_backward_body)
+_tanh_forward_serial, _tanh_forward_parallel, _tanh_forward_run = twins_with_runner(_tanh_forward_body)
+_tanh_backward_serial, _tanh_backward_parallel, _tanh_backward_run = twins_with_runner(_tanh_backward_body)
 
 @njit(cache=True, nogil=True)
 def relu_forward(x, out):

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import twin_runner
+from ._dispatch import twins_with_runner
 
 #: The book's ``10e-7`` added to the variance before the square root.
 EPS_BN = 10e-7
@@ -204,8 +204,8 @@ def _backward_body(dout, xc, xn, std, gamma, dgamma, dbeta, dx, work):
 # n >= 1); the check is a branch that kept LLVM from vectorizing the loops.
 _forward_train_serial, _forward_train_parallel = twins(_forward_train_body,
                                                        error_model="numpy")
-_forward_eval_serial, _forward_eval_parallel = twins(_forward_eval_body, error_model="numpy")
-_forward_eval_run = twin_runner(_forward_eval_serial, _forward_eval_parallel)
+_forward_eval_serial, _forward_eval_parallel, _forward_eval_run = twins_with_runner(
+    _forward_eval_body, error_model="numpy")
 _backward_serial, _backward_parallel = twins(_backward_body, error_model="numpy")
 
 

@@ -22,8 +22,8 @@ draws. Every 32x32-bit product fits in 64 bits, so the arithmetic is exact in un
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS, twins
-from ._dispatch import flat, twin_runner
+from ._compile import PARALLEL_MIN_ELEMENTS
+from ._dispatch import flat, twins_with_runner
 from ._docstrings import with_doc
 
 _M0 = np.uint64(0xD2511F53)
@@ -139,10 +139,8 @@ def _multiply_body(x, mask, out):
         out[i] = x[i] * out.dtype.type(mask[i])
 
 
-_mask_serial, _mask_parallel = twins(_mask_body)
-_mask_run = twin_runner(_mask_serial, _mask_parallel)
-_multiply_serial, _multiply_parallel = twins(_multiply_body)
-_multiply_run = twin_runner(_multiply_serial, _multiply_parallel)
+_mask_serial, _mask_parallel, _mask_run = twins_with_runner(_mask_body)
+_multiply_serial, _multiply_parallel, _multiply_run = twins_with_runner(_multiply_body)
 
 
 @njit(cache=True, nogil=True)

@@ -12,8 +12,8 @@ the unfused pass). For the book's SimpleConvNet at batch 1 (W2 is 4320 x 100, 43
 """
 from numba import njit, prange
 
-from ._compile import ONE_ROW_BLOCK_ELEMENTS, twins
-from ._dispatch import twin_runner
+from ._compile import ONE_ROW_BLOCK_ELEMENTS
+from ._dispatch import twins_with_runner
 from .conv import dot_reassoc
 from .optimizers import optimizer_update
 
@@ -39,8 +39,7 @@ def _one_row_body(kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, rel
         optimizer_update(kind, W[lo:hi], dW[lo:hi], s1, s2, lr, c1, c2, decay, None)
 
 
-_one_row_serial, _one_row_parallel = twins(_one_row_body)
-_one_row_run = twin_runner(_one_row_serial, _one_row_parallel)
+_one_row_serial, _one_row_parallel, _one_row_run = twins_with_runner(_one_row_body)
 
 
 @njit(cache=True, nogil=True)

@@ -27,9 +27,9 @@ element is computed on its own.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS, twins
+from ._compile import PARALLEL_MIN_ELEMENTS
 from ._docstrings import with_doc
-from ._dispatch import flat, twin_runner
+from ._dispatch import flat, twins_with_runner
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
@@ -192,18 +192,12 @@ _PARAMETER_DOCS = {
 # error_model="numpy": a division by zero gives inf/NaN as in NumPy instead of raising
 # ZeroDivisionError; the check it replaces is a branch that keeps LLVM from vectorizing.
 # (The divisors are sqrt(h) + EPS > 0 anyway; a NaN state propagates as in NumPy.)
-_sgd_decay_serial, _sgd_decay_parallel = twins(_sgd_decay_body, error_model="numpy")
-_sgd_decay_run = twin_runner(_sgd_decay_serial, _sgd_decay_parallel)
-_momentum_serial, _momentum_parallel = twins(_momentum_body, error_model="numpy")
-_momentum_run = twin_runner(_momentum_serial, _momentum_parallel)
-_nesterov_serial, _nesterov_parallel = twins(_nesterov_body, error_model="numpy")
-_nesterov_run = twin_runner(_nesterov_serial, _nesterov_parallel)
-_adagrad_serial, _adagrad_parallel = twins(_adagrad_body, error_model="numpy")
-_adagrad_run = twin_runner(_adagrad_serial, _adagrad_parallel)
-_rmsprop_serial, _rmsprop_parallel = twins(_rmsprop_body, error_model="numpy")
-_rmsprop_run = twin_runner(_rmsprop_serial, _rmsprop_parallel)
-_adam_serial, _adam_parallel = twins(_adam_body, error_model="numpy")
-_adam_run = twin_runner(_adam_serial, _adam_parallel)
+_sgd_decay_serial, _sgd_decay_parallel, _sgd_decay_run = twins_with_runner(_sgd_decay_body, error_model="numpy")
+_momentum_serial, _momentum_parallel, _momentum_run = twins_with_runner(_momentum_body, error_model="numpy")
+_nesterov_serial, _nesterov_parallel, _nesterov_run = twins_with_runner(_nesterov_body, error_model="numpy")
+_adagrad_serial, _adagrad_parallel, _adagrad_run = twins_with_runner(_adagrad_body, error_model="numpy")
+_rmsprop_serial, _rmsprop_parallel, _rmsprop_run = twins_with_runner(_rmsprop_body, error_model="numpy")
+_adam_serial, _adam_parallel, _adam_run = twins_with_runner(_adam_body, error_model="numpy")
 
 
 @njit(cache=True, nogil=True)

@@ -14,8 +14,8 @@ serves every network; the branch on the code sits outside the inner loops.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ROWS, SOFTMAX_BLOCK, twins
-from ._dispatch import twin_runner
+from ._compile import PARALLEL_MIN_ROWS, SOFTMAX_BLOCK
+from ._dispatch import twins_with_runner
 from ._vexp import exp_nonpos
 from .activations import sigmoid_scalar
 from .softmax import finish_row, target_prob
@@ -161,16 +161,11 @@ def _correct_body(y, b, t, hit):
         hit[i] = 1 if best == t[i] else 0
 
 
-_bias_act_serial, _bias_act_parallel = twins(_bias_act_body)
-_bias_act_run = twin_runner(_bias_act_serial, _bias_act_parallel)
-_softmax_rows_serial, _softmax_rows_parallel = twins(_softmax_rows_body)
-_softmax_rows_run = twin_runner(_softmax_rows_serial, _softmax_rows_parallel)
-_logistic_rows_serial, _logistic_rows_parallel = twins(_logistic_rows_body)
-_logistic_rows_run = twin_runner(_logistic_rows_serial, _logistic_rows_parallel)
-_relu_mask_serial, _relu_mask_parallel = twins(_relu_mask_body)
-_relu_mask_run = twin_runner(_relu_mask_serial, _relu_mask_parallel)
-_correct_serial, _correct_parallel = twins(_correct_body)
-_correct_run = twin_runner(_correct_serial, _correct_parallel)
+_bias_act_serial, _bias_act_parallel, _bias_act_run = twins_with_runner(_bias_act_body)
+_softmax_rows_serial, _softmax_rows_parallel, _softmax_rows_run = twins_with_runner(_softmax_rows_body)
+_logistic_rows_serial, _logistic_rows_parallel, _logistic_rows_run = twins_with_runner(_logistic_rows_body)
+_relu_mask_serial, _relu_mask_parallel, _relu_mask_run = twins_with_runner(_relu_mask_body)
+_correct_serial, _correct_parallel, _correct_run = twins_with_runner(_correct_body)
 
 
 @njit(cache=True, nogil=True)
