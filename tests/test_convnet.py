@@ -126,6 +126,24 @@ def test_train_step_matches_books_adam(rng, dtype, n):
                                    atol=1e-10 if dtype == np.float64 else 1e-5)
 
 
+@compiled_only
+def test_one_row_step_with_a_hidden_layer_wider_than_the_pooled_output(rng):
+    """The one-row step lists the non-zero inputs of both affine layers in the tail of its
+    int32 work buffer: it must hold the wider one (here the 40 hidden units, not the 8
+    pooled values). Under NUMBA_BOUNDSCHECK=1 (CI) a short buffer is an IndexError."""
+    cfg = dict(input_dim=(1, 6, 6), hidden_size=40, output_size=3,
+               conv_param={"filter_num": 2, "filter_size": 3, "pad": 0, "stride": 1})
+    ours = SimpleConvNet(**cfg, seed=4)
+    ref = SimpleConvNet(**cfg, seed=4)
+    opt, opt_ref = optimizers.Adam(lr=0.01), book("common.optimizer").Adam(lr=0.01)
+    for _ in range(3):
+        x, t = _batch(rng, 1, shape=(1, 6, 6), classes=3)
+        opt_ref.update(ref.params, ref.gradient(x, t))
+        ours.train_step(x, t, opt)
+    for key in ref.params:
+        np.testing.assert_allclose(ours.params[key], ref.params[key], rtol=1e-8, atol=1e-12)
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_fused_gradient_of_one_and_two_rows(rng, n):
     """Batches of one row take the loop products of the affine layers (no BLAS)."""

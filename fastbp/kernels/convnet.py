@@ -73,8 +73,9 @@ def convnet_arena_size(n, layout):
 def convnet_index_size(n, layout):
     """Elements of the int32 ``index`` buffer of a batch of `n` rows: the pooling's
     indices (``n * FN * PH * PW``), then the list of a one-row batch's non-zero inputs of
-    the affine layers (``h @ W2`` and ``h @ W3`` from their non-zero rows only)."""
-    return n * _pooled(layout) + list_stride(_pooled(layout))
+    either affine layer (``pooled @ W2`` and ``h @ W3`` from their non-zero rows only), as
+    long as the wider of the two inputs needs."""
+    return n * _pooled(layout) + list_stride(max(_pooled(layout), layout[HIDDEN]))
 
 
 @njit(cache=True, nogil=True)
