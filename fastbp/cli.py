@@ -1,4 +1,5 @@
-"""Command line: ``fastbp train``, ``fastbp gradcheck`` and ``fastbp bench`` (also ``python -m fastbp``).
+"""Command line: ``fastbp train``, ``gradcheck``, ``bench``, ``sweep`` and ``calibrate`` (also
+``python -m fastbp``).
 
 Each subcommand is a ``_add_<name>(subparsers)`` function that declares its
 arguments and a ``cmd_<name>(args) -> int`` function that runs it; adding a
@@ -265,8 +266,44 @@ def _add_sweep(sub):
     p.set_defaults(func=cmd_sweep)
 
 
+def _add_calibrate(sub):
+    p = sub.add_parser("calibrate", help="measure where this machine's parallel kernels start to pay",
+                       description="Time the serial and parallel twins of fastbp's kernels over a grid of "
+                                   "sizes and save the crossovers as this machine's thresholds (keyed by CPU, "
+                                   "Numba pool size and threading layer). New processes compile with them; "
+                                   "the first run after calibrating compiles every kernel once more. Takes "
+                                   "about a minute.")
+    p.add_argument("--out", metavar="FILE",
+                   help="calibration file to write (default FASTBP_THRESHOLDS, else "
+                        "~/.cache/fastbp/thresholds.json)")
+    p.add_argument("--show", action="store_true",
+                   help="print the thresholds this process uses and where they come from; measure nothing")
+    p.add_argument("--dry-run", action="store_true", help="measure and print, write nothing")
+    p.add_argument("--samples", type=_positive_int, default=7,
+                   help="alternating samples per twin and size, the median is kept (default 7)")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    """Run ``fastbp calibrate``."""
+    from .calibrate import calibrate, describe, save
+    from .kernels import NEVER
+
+    if args.show:
+        print(describe())
+        return 0
+    print("fastbp calibrate: timing the serial and parallel twins", flush=True)
+    result = calibrate(samples=args.samples, progress=lambda line: print(line, flush=True))
+    for name, value in result.thresholds.items():
+        print(f"{name} = {'never (serial only)' if value == NEVER else f'{value:,}'}")
+    if not args.dry_run:
+        print(f"wrote {save(result, args.out)}; new processes use these thresholds"
+              + (" when FASTBP_THRESHOLDS names that file" if args.out else ""))
+    return 0
+
+
 #: Subcommand builders, in help order.
-SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench, _add_sweep]
+SUBCOMMANDS = [_add_train, _add_gradcheck, _add_bench, _add_sweep, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

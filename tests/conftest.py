@@ -1,9 +1,14 @@
 import os
 from pathlib import Path
 
-import numba
-import numpy as np
-import pytest
+# The suite runs with the source twin thresholds, not a calibration a developer may have
+# in ~/.cache/fastbp (set FASTBP_THRESHOLDS to a file to test one). Before numba/fastbp
+# are imported: the thresholds are read once, at import.
+os.environ.setdefault("FASTBP_THRESHOLDS", "")
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 BATCHES = (1, 2, 7, 64, 1000)
 DTYPES = (np.float32, np.float64)

@@ -9,7 +9,7 @@ from numba import njit
 from conftest import DTYPES, compiled_only, tol
 from book import book
 from fastbp import ops
-from fastbp.kernels import conv as KC
+from fastbp.kernels import NEVER, conv as KC
 from fastbp.layers import BatchNormalization, Convolution, Pooling, Relu
 
 
@@ -264,6 +264,47 @@ def test_kernels_callable_from_user_njit(rng):
     pooled = block(x, W, b, out, arg, np.empty((2, KC.crp_scratch_size(1, 6, 6, 3, 3, 1, 0))),
                    np.ones_like(out), dW, db)
     np.testing.assert_allclose(out, np.maximum(pooled, 0), rtol=1e-12, atol=1e-12)
+
+
+@compiled_only
+@pytest.mark.parametrize("pad", [0, 1])
+def test_min_parallel_picks_the_twin_from_user_njit_code(rng, pad):
+    """Every public conv/pool kernel takes ``min_parallel`` (keyword, from a user's @njit
+    function): 1 runs the parallel twin even for this small batch, NEVER the serial one;
+    both give the same bits as the default. (``None``, serial with the parallel twin left
+    out of the compiled code, is the optimizers' convention too and tested in
+    test_optimizers.py; here it would compile every kernel once more.)"""
+    @njit
+    def run(x, W, b, pad, min_parallel):
+        N, FN = x.shape[0], W.shape[0]
+        side = x.shape[2] + 2 * pad - W.shape[2] + 1
+        conv = np.empty((N, FN, side, side), x.dtype)
+        KC.conv2d_forward(x, W, b, 1, pad, conv, min_parallel=min_parallel)
+        dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
+        KC.conv2d_backward(conv, x, W, 1, pad, dW, db, dx, min_parallel=min_parallel)
+        half = side // 2
+        pooled = np.empty((N, FN, half, half), x.dtype)
+        arg = np.empty((N, FN, half, half), np.int32)
+        KC.maxpool_forward(conv, 2, 2, 2, 0, pooled, arg, min_parallel=min_parallel)
+        dconv = np.empty_like(conv)
+        KC.maxpool_backward(pooled, arg, 2, 2, 0, dconv, min_parallel=min_parallel)
+        scratch = np.empty((N, KC.crp_scratch_size(x.shape[1], x.shape[2], x.shape[3],
+                                                   W.shape[2], W.shape[3], 1, pad)), x.dtype)
+        crp, crp_arg = np.empty_like(pooled), np.empty_like(arg)
+        KC.conv_relu_pool_forward(x, W, b, 1, pad, 2, 2, 2, scratch, crp, crp_arg,
+                                  min_parallel=min_parallel)
+        work = np.empty((FN, KC.crp_backward_work_size(x.shape[2], x.shape[3], W.shape[2], 1,
+                                                       pad)), x.dtype)
+        cdW, cdb = np.empty_like(W), np.empty_like(b)
+        KC.conv_relu_pool_backward(crp, x, crp, crp_arg, 1, pad, 2, 2, cdW, cdb, work,
+                                   min_parallel=min_parallel)
+        return conv, dW, db, dx, pooled, arg, dconv, crp, crp_arg, cdW, cdb
+
+    x, W, b, _, _ = _conv_data(rng, (3, 2, 10, 10, 4, 3, 3, 1, pad), np.float32)
+    want = run(x, W, b, pad, KC.CONV_PARALLEL_MIN_MACS)
+    for min_parallel in (1, NEVER):
+        for got, ref in zip(run(x, W, b, pad, min_parallel), want):
+            np.testing.assert_array_equal(got, ref)
 
 
 # -- the book's layers -------------------------------------------------------------------

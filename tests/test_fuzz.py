@@ -6,7 +6,8 @@ fastbp/kernels/_compile.py and of the kernels' own block sizes:
 
 * ``SMALL_BATCH`` (listed zero-skipping first layer) and above;
 * ``AFFINE_BLAS_MIN_FLOPS`` (hand-written loops below, BLAS from it on);
-* ``PARALLEL_MIN_ROWS`` and ``PARALLEL_MIN_ELEMENTS`` (the parallel twins): those cases
+* ``PARALLEL_MIN_ROWS``, ``PARALLEL_MIN_ELEMENTS`` and ``PARALLEL_MIN_HEAVY_ELEMENTS`` (the
+  parallel twins; their values are read at run time, calibrated or not): those cases
   also run with 1 Numba thread and with 2, and must give the same bits;
 * several blocks of ``SOFTMAX_BLOCK`` rows and of BatchNorm's ``BLOCK_ROWS`` rows;
 * hidden widths that are not a multiple of the vector width (8 or 16 lanes);
@@ -58,18 +59,21 @@ FLOATS = (np.float32, np.float64)
 SPECIALS = np.array([np.nan, np.inf, -np.inf])
 THREADS = numba.config.NUMBA_NUM_THREADS
 PME = KC.PARALLEL_MIN_ELEMENTS
+PMH = KC.PARALLEL_MIN_HEAVY_ELEMENTS
 PMR = KC.PARALLEL_MIN_ROWS
 
 
 # -- sizes --------------------------------------------------------------------------------
 
-#: Batch rows on both sides of every row threshold and block size.
+#: Batch rows on both sides of every row threshold and block size (a twin threshold of
+#: NEVER, one Numba thread, has no parallel side to reach).
 BATCH_EDGES = sorted({KC.SMALL_BATCH, KC.SMALL_BATCH + 1, KC.SOFTMAX_BLOCK - 1,
                       KC.SOFTMAX_BLOCK, KC.SOFTMAX_BLOCK + 1, 2 * KC.SOFTMAX_BLOCK + 3,
-                      KB.BLOCK_ROWS, KB.BLOCK_ROWS + 1, PMR - 1, PMR,
-                      PMR + KC.SOFTMAX_BLOCK + 5})
-#: Element counts on both sides of PARALLEL_MIN_ELEMENTS (odd ones: remainder loops).
-COUNT_EDGES = [PME - 1, PME, PME + 3, 3 * PME + 5]
+                      KB.BLOCK_ROWS, KB.BLOCK_ROWS + 1}
+                     | ({PMR - 1, PMR, PMR + KC.SOFTMAX_BLOCK + 5} if PMR < KC.NEVER else set()))
+#: Element counts on both sides of both elementwise thresholds (odd ones: remainder loops).
+COUNT_EDGES = sorted({e for t in (PME, PMH) if t < KC.NEVER
+                      for e in (t - 1, t, t + 3, 3 * t + 5)})
 #: Layer widths just off a multiple of 8 or 16 lanes, and the book's.
 WIDTH_EDGES = [7, 9, 15, 17, 31, 33, 50, 63, 65, 100]
 
@@ -183,11 +187,14 @@ def test_two_numba_threads_available():
 def test_size_strategies_cross_every_threshold():
     """The size strategies reach both sides of every threshold (change a threshold so that
     a side is missed and this fails)."""
+    if KC.MACHINE_THRESHOLDS.origin != "source":  # tests/conftest.py: source unless asked
+        pytest.skip(f"twin thresholds from {KC.MACHINE_THRESHOLDS.origin!r}: the fixed "
+                    "shapes here are built around the source values")
     rows = set(range(1, KC.SMALL_BATCH + 3)) | set(BATCH_EDGES)
     assert min(rows) <= KC.SMALL_BATCH < max(rows)
     assert min(rows) < PMR <= max(rows)
     assert max(rows) > 2 * KC.SOFTMAX_BLOCK and max(rows) > 2 * KB.BLOCK_ROWS
-    assert min(COUNT_EDGES) < PME <= max(COUNT_EDGES)
+    assert min(COUNT_EDGES) < min(PME, PMH) and max(PME, PMH) <= max(COUNT_EDGES)
     assert max(rows) * 250 >= PME  # batchnorm's parallel twin (n * D, D up to 250)
     assert any(w % 8 for w in WIDTH_EDGES) and any(w > 16 and w % 16 for w in WIDTH_EDGES)
     # affine: 1 x 1 x 1 is below the BLAS threshold, the largest case above it
@@ -204,6 +211,10 @@ def test_size_strategies_cross_every_threshold():
 
 ELEMENTWISE = ("relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
                "tanh_forward", "tanh_backward", "dropout")
+#: The elementwise kernels on PARALLEL_MIN_HEAVY_ELEMENTS (dropout: its mask; its multiply
+#: is on PARALLEL_MIN_ELEMENTS).
+HEAVY = ("sigmoid_forward", "tanh_forward", "dropout", "adagrad_update", "rmsprop_update",
+         "adam_update")
 
 
 @fuzz(0.5)
@@ -214,7 +225,7 @@ def test_elementwise_kernels(data):
     size = data.draw(element_counts(), label="size")
     rows = data.draw(st.sampled_from([1, 3]) if size % 3 == 0 else st.just(1), label="rows")
     shape = (rows, size // rows)
-    side("elements", size, PME)
+    side("elements", size, PMH if op in HEAVY else PME)
     rng = generator(data)
     specials = nonfinite(data)
     x = inject(rng, normal(rng, shape, dtype, scale=data.draw(st.sampled_from([1.0, 50.0]))),
@@ -263,7 +274,7 @@ def test_elementwise_kernels(data):
                 with np.errstate(all="ignore"):
                     scale = scale + np.abs(g.astype(np.float64)) * (1 + x.astype(np.float64) ** 2)
             assert_close(out, want, dtype, k=8, scale=scale, what=op)
-    if size >= PME:
+    if size >= min(PME, PMH):
         same_bits_any_threads(run)
 
 
@@ -318,7 +329,7 @@ def test_affine_kernels(data):
 def test_softmax_cross_entropy_kernels(data):
     dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
     if data.draw(st.sampled_from([False, False, True]), label="parallel size"):
-        n, c = data.draw(st.sampled_from([(PMR + 9, 130), (PME // 10 + 1, 10), (300, 257)]),
+        n, c = data.draw(st.sampled_from([(PMR + 9, 130), (PMH // 10 + 1, 10), (300, 257)]),
                          label="n, c")
     else:
         n = data.draw(batch_sizes(), label="n")
@@ -335,7 +346,7 @@ def test_softmax_cross_entropy_kernels(data):
     else:
         t = rng.integers(0, c, n).astype(data.draw(st.sampled_from([np.intp, np.int32])))
     rows = data.draw(st.booleans(), label="rows form")
-    side("n*c", x.size, PME)
+    side("n*c", x.size, PMH)
     row_events(n)
 
     def run():
@@ -351,7 +362,7 @@ def test_softmax_cross_entropy_kernels(data):
     assert_close(got[0], want_dx, dtype, k=k, scale=1.0 / n, what="dx")
     assert_close(got[-1], want_loss, np.float64 if dtype == np.float64 else dtype, k=k,
                  scale=1.0 + np.abs(np.asarray(t, float)).sum() / n, what="loss")
-    if x.size >= PME:
+    if x.size >= PMH:
         same_bits_any_threads(run)
 
 
@@ -381,7 +392,8 @@ def test_optimizer_kernels(data):
     c2 = 0.999
     via_dispatch = data.draw(st.booleans(), label="optimizer_update") and name != "sgd_update"
     kind = OPTIMIZERS.index(name) - 1  # the codes of kernels.optimizers, SGD = 0
-    side("elements", size, PME)
+    threshold = PMH if name in HEAVY else PME
+    side("elements", size, threshold)
 
     def run():
         q, a, b = p.copy(), s1.copy(), s2.copy()
@@ -416,7 +428,7 @@ def test_optimizer_kernels(data):
             scale = (np.abs(np.nan_to_num(w, posinf=0, neginf=0)) + np.abs(start)
                      + lr * np.abs(np.nan_to_num(grad, posinf=0, neginf=0)) + 1e-30)
             assert_close(a, w, dtype, k=16, scale=scale, what=what)
-    if size >= PME:
+    if size >= threshold:
         same_bits_any_threads(run)
 
 

@@ -17,7 +17,7 @@ from fastbp import kernels as K
 from fastbp import ops
 from fastbp import optimizers as O
 from fastbp.kernels import optimizers as KO
-from fastbp.kernels._compile import PARALLEL_MIN_ELEMENTS
+from fastbp.kernels._compile import NEVER, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
 
 import reference as R
 from book import book as book_module
@@ -154,7 +154,7 @@ def _kernel_inputs(rng, kernel, shape, dtype):
     return p, g, s
 
 
-LARGE = PARALLEL_MIN_ELEMENTS + 3
+LARGE = max(PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS) + 3  # parallel, every kind
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -208,6 +208,33 @@ def test_dispatcher_is_each_kernel(rng, kernel, dtype):
     K.optimizer_update(kind, *args, 0.02)
     for a, b in zip((p, *s), (p2, *s2)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_min_parallel_none_one_and_never_give_the_same_bits(rng, kernel):
+    """``min_parallel``: 1 (parallel at any size), NEVER and ``None`` (serial; ``None``
+    leaves the parallel twin out of the compiled code) and the dispatcher's KIND_DEFAULT
+    (the kind's own default) change which twin runs, never the result."""
+    _, _, _, hyper = _kernel_cases()[kernel]
+    op = getattr(K, f"{kernel}_update")
+    p, g, s = _kernel_inputs(rng, kernel, (4, 5), np.float32)
+    results = []
+    for min_parallel in (1, NEVER, None):
+        pc, sc = p.copy(), [a.copy() for a in s]
+        op(pc, g, *sc, **hyper, decay=0.02, min_parallel=min_parallel)
+        results.append((pc, *sc))
+        pc, sc = p.copy(), [a.copy() for a in s]
+        kind, *args = _dispatch_args(kernel, pc, g, sc, hyper)
+        K.optimizer_update(kind, *args, 0.02, min_parallel)
+        results.append((pc, *sc))
+    pc, sc = p.copy(), [a.copy() for a in s]
+    kind, *args = _dispatch_args(kernel, pc, g, sc, hyper)
+    K.optimizer_update(kind, *args, 0.02, KO.KIND_DEFAULT)
+    results.append((pc, *sc))
+    for r in results[1:]:
+        for a, b in zip(results[0], r):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(results[0][0], p)
 
 
 def test_dispatcher_rejects_unknown_kind():

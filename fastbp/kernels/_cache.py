@@ -18,9 +18,15 @@ not writable while another folder is also gets the warning (Numba moves on silen
 An index that no longer unpickles (written by an older fastbp that had other function
 names) is deleted and counts as a miss.
 
-This wraps three methods of Numba's cache machinery (``Dispatcher.enable_caching``,
-``CFunc.enable_caching``, ``Cache.save_overload``/``load_overload``); each wrapper calls the
-original and only handles its error for functions of the ``fastbp`` package.
+fastbp's cache entries are also keyed by its size thresholds
+(:func:`._compile.threshold_key`): compiled code holds them as constants, and a threshold
+that differs from the cached code's (after ``fastbp calibrate``, with another pool size, or
+an edited constant) must compile again rather than load the old choice.
+
+This wraps four methods of Numba's cache machinery (``Dispatcher.enable_caching``,
+``CFunc.enable_caching``, ``Cache.save_overload``/``load_overload``, ``Cache._index_key``);
+each wrapper calls the original and only changes what it does for functions of the
+``fastbp`` package.
 """
 import os
 import pickle
@@ -112,8 +118,23 @@ def _wrap_io(name, on_error):
     setattr(caching.Cache, name, method)
 
 
+def _wrap_index_key():
+    original = caching.Cache._index_key
+
+    def _index_key(self, sig, codegen):
+        key = original(self, sig, codegen)
+        if not _ours(self._py_func):
+            return key
+        from ._compile import threshold_key  # imported after this module, used after both
+        return key + (threshold_key(),)
+
+    _index_key.__wrapped__ = original
+    caching.Cache._index_key = _index_key
+
+
 if not getattr(caching.Cache.save_overload, "__wrapped__", None):  # once per process
     _wrap_enable_caching(dispatcher.Dispatcher, "py_func")
     _wrap_enable_caching(ccallback.CFunc, "_pyfunc")
     _wrap_io("save_overload", "write")
     _wrap_io("load_overload", "read")
+    _wrap_index_key()

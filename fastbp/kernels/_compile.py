@@ -14,9 +14,14 @@ parfor code, or the parallel twin ran serially, depending on which a process com
 first). Each twin is therefore compiled from a copy of the body with its own qualified
 name, so each gets its own cache files.
 """
+import dataclasses
+import json
+import os
 import types
+import warnings
 
-from numba import njit, types as nbtypes
+import llvmlite.binding as llvm
+from numba import config, njit, threading_layer, types as nbtypes
 from numba.core.errors import TypingError
 from numba.extending import overload
 from numba.np.ufunc.parallel import _launch_threads
@@ -29,12 +34,125 @@ from numba.np.ufunc.parallel import _launch_threads
 _launch_threads()
 
 # Every size threshold of the kernels lives here, with its reason and the benchmark that
-# sets it (benchmarks/bench_*.py, benchmarks/thread_policy.py).
+# sets it (benchmarks/bench_*.py, benchmarks/thread_policy.py). The twin thresholds, which
+# only pick between the serial and the parallel twin (the same bits either way), follow the
+# machine: all of them are "never" when Numba's pool has one thread, and three of them are
+# measured by `fastbp calibrate` (fastbp.calibrate) and read below at import. The others
+# choose between summation orders and stay as measured here, so results do not depend on
+# the machine (docs/decisions/thresholds.md).
 
-#: Element count from which an elementwise kernel (ReLU, sigmoid, optimizer updates) goes
-#: parallel. Below it the fork/join of Numba's pool costs more than the work
-#: (benchmarks/bench_activations.py, benchmarks/elementwise_bandwidth.py).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+#: A twin threshold that is never reached: the serial twin at any size.
+NEVER = 1 << 62
+
+#: The twin thresholds as measured on the development machine (2 vCPUs of an AMD Zen 4,
+#: Numba's tbb pool, AVX-512); each one's reason is at its name below.
+SOURCE_TWIN_THRESHOLDS = {
+    "PARALLEL_MIN_ELEMENTS": 1 << 16, "PARALLEL_MIN_HEAVY_ELEMENTS": 1 << 16,
+    "PARALLEL_MIN_ROWS": 512, "CONV_PARALLEL_MIN_MACS": 1 << 18,
+    "FUSED_UPDATE_PARALLEL_MIN_ELEMENTS": 1 << 22,
+    "CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS": 1 << 17}
+
+
+class ThresholdWarning(RuntimeWarning):
+    """fastbp's calibration file could not be used; the twin thresholds keep their defaults."""
+
+
+def calibration_path():
+    """Where ``fastbp calibrate`` writes and ``import fastbp`` reads the measured thresholds:
+    ``FASTBP_THRESHOLDS`` if set (empty: none is read), else ``fastbp/thresholds.json``
+    under ``XDG_CACHE_HOME`` (``~/.cache``)."""
+    if "FASTBP_THRESHOLDS" in os.environ:
+        return os.environ["FASTBP_THRESHOLDS"] or None
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "fastbp", "thresholds.json")
+
+
+def machine_key():
+    """What a calibration is valid for: the CPU (LLVM's name and features, as in Numba's
+    cache key), the size of Numba's pool and its threading layer."""
+    return {"cpu": llvm.get_host_cpu_name(),
+            "features": llvm.get_host_cpu_features().flatten(),
+            "threads": int(config.NUMBA_NUM_THREADS), "threading_layer": threading_layer()}
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineThresholds:
+    """The twin thresholds this process compiles with, and where they come from."""
+
+    #: threshold name -> value (:data:`NEVER`: always the serial twin)
+    values: dict
+    #: ``"calibrated"``, ``"one thread"`` (Numba's pool has one thread: no parallel twin
+    #: can gain) or ``"source"`` (the development machine's values)
+    origin: str
+    #: why a calibration file was not used (``None`` if there was none, or it was)
+    note: str | None = None
+
+
+def _valid_values(values):
+    if not isinstance(values, dict) or set(values) != set(SOURCE_TWIN_THRESHOLDS):
+        return False
+    return all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= NEVER
+               for v in values.values())
+
+
+def load_machine_thresholds(path=None):
+    """The twin thresholds for this machine: its entry in the calibration file at `path`
+    (default :func:`calibration_path`) if there is one, else the one-thread rule, else
+    :data:`SOURCE_TWIN_THRESHOLDS`. A file that cannot be read or parsed gives one
+    :class:`ThresholdWarning` and the defaults; a file with no entry for this machine (other
+    CPU, pool size or threading layer) is skipped silently, the reason kept in ``note``."""
+    path = calibration_path() if path is None else path
+    note = None
+    if path and os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                entries = json.load(f)["machines"]
+            key = machine_key()
+            mine = [e for e in entries if e["machine"] == key]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            warnings.warn(f"fastbp: cannot use the calibration file {path} ({e!r}); the "
+                          "default thresholds apply. Run `fastbp calibrate` to write it "
+                          "again.", ThresholdWarning, stacklevel=2)
+            mine, note = [], f"{path} is unreadable"
+        if mine and _valid_values(mine[0]["thresholds"]):
+            return MachineThresholds(dict(mine[0]["thresholds"]), "calibrated", None)
+        if mine:
+            warnings.warn(f"fastbp: the thresholds in {path} are not positive integers for "
+                          f"{sorted(SOURCE_TWIN_THRESHOLDS)}; the defaults apply. Run "
+                          "`fastbp calibrate` again.", ThresholdWarning, stacklevel=2)
+            note = f"{path} has invalid values"
+        elif note is None:
+            note = (f"{path} has no entry for this CPU, pool size and threading layer; "
+                    "`fastbp calibrate` adds one")
+    if config.NUMBA_NUM_THREADS == 1:
+        return MachineThresholds(dict.fromkeys(SOURCE_TWIN_THRESHOLDS, NEVER), "one thread",
+                                 note)
+    return MachineThresholds(dict(SOURCE_TWIN_THRESHOLDS), "source", note)
+
+
+#: The twin thresholds of this process (read once, at import: compiled kernels hold them as
+#: constants, and fastbp's cache entries are keyed by them, see :mod:`._cache`).
+MACHINE_THRESHOLDS = load_machine_thresholds()
+
+
+def machine_thresholds():
+    """The twin thresholds this process's kernels are compiled with, and their origin
+    (:class:`MachineThresholds`)."""
+    return MACHINE_THRESHOLDS
+
+#: Element count from which a streaming elementwise kernel (ReLU, the activations'
+#: backwards, SGD, Momentum, Nesterov, BatchNorm, the dropout multiply) goes parallel.
+#: Below it the fork/join of Numba's pool costs more than the work
+#: (benchmarks/bench_activations.py, benchmarks/elementwise_bandwidth.py; calibrated with
+#: sgd_decay_update).
+PARALLEL_MIN_ELEMENTS = MACHINE_THRESHOLDS.values["PARALLEL_MIN_ELEMENTS"]
+
+#: The same for elementwise kernels with an exponential, square root or division per
+#: element (sigmoid and tanh forward, softmax cross-entropy, AdaGrad, RMSprop, Adam, the
+#: dropout mask's generator): more work per element, so the pool pays from fewer elements.
+#: Here Adam's crossover was 2^15 elements and ReLU's 2^17 (docs/decisions/thresholds.md);
+#: calibrated with adam_update.
+PARALLEL_MIN_HEAVY_ELEMENTS = MACHINE_THRESHOLDS.values["PARALLEL_MIN_HEAVY_ELEMENTS"]
 
 #: Parameters from which the optimizer pass inside a fused training step goes parallel.
 #: There it follows BLAS calls and serial passes, and waking Numba's pool cost more than
@@ -42,12 +160,13 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 #: benchmarks/compare_frameworks.py --model mlp4, figures in
 #: docs/decisions/fused-optimizer-pass.md). Only networks far larger than the book's go
 #: parallel.
-FUSED_UPDATE_PARALLEL_MIN_ELEMENTS = 1 << 22
+FUSED_UPDATE_PARALLEL_MIN_ELEMENTS = MACHINE_THRESHOLDS.values[
+    "FUSED_UPDATE_PARALLEL_MIN_ELEMENTS"]
 
 #: Batch rows from which the row passes of the training steps (bias + activation, softmax,
 #: masks, argmax) run on Numba's pool (benchmarks/bench_train_step.py: serial and parallel
 #: passes were equal from 512 rows up, the parallel ones slower below).
-PARALLEL_MIN_ROWS = 512
+PARALLEL_MIN_ROWS = MACHINE_THRESHOLDS.values["PARALLEL_MIN_ROWS"]
 
 #: Rows per block of the softmax pass: the exponentials of a block run as one flat loop
 #: that LLVM vectorizes (a row's 10 logits alone did not vectorize).
@@ -70,7 +189,7 @@ AFFINE_BLAS_MIN_FLOPS = 1 << 17
 #: batch 1 (conv_relu_pool_backward, 4320 x 25 = 108k) took 47 us serial against 29 us on
 #: two threads alone, but its SimpleConvNet step took about 400 us against 300 us with it
 #: parallel (the Adam pass that follows on the same pool): kept above it.
-CONV_PARALLEL_MIN_MACS = 1 << 18
+CONV_PARALLEL_MIN_MACS = MACHINE_THRESHOLDS.values["CONV_PARALLEL_MIN_MACS"]
 
 #: Batches up to this size run the SimpleConvNet step's affine products (4320 x 100) as
 #: loops, not BLAS: at one row sgemm was slower than the loops for ``h @ W2`` and 3x
@@ -97,7 +216,16 @@ ONE_ROW_BLOCK_ELEMENTS = 4096
 #: the fully connected step (FUSED_UPDATE_PARALLEL_MIN_ELEMENTS), the book's ConvNet has
 #: 434k parameters, mostly the 4320 x 100 W2, and a pass over them is long enough that
 #: two threads beat one even after a BLAS call (docs/decisions/convolution.md).
-CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS = 1 << 17
+CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS = MACHINE_THRESHOLDS.values[
+    "CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS"]
+
+
+def threshold_key():
+    """Every threshold of this module as ``(name, value)`` pairs: part of the cache key of
+    fastbp's compiled functions (:mod:`._cache`), since Numba freezes globals into machine
+    code and does not key its cache by their values."""
+    return tuple(sorted((k, v) for k, v in globals().items()
+                        if k.isupper() and isinstance(v, int)))
 
 
 def _renamed(body, suffix):

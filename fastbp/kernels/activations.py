@@ -7,7 +7,7 @@ own ``@njit`` code; they pick the serial or parallel twin by element count.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS
+from ._compile import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
 from ._dispatch import flat, twins_with_runner
 from ._vexp import exp_nonpos
 
@@ -124,7 +124,7 @@ def sigmoid_forward(x, out):
     """Logistic sigmoid ``out = 1 / (1 + exp(-x))``, overflow-free for any finite `x`;
     `x` and `out` as in :func:`relu_forward`."""
     _sigmoid_forward_run((flat(x), flat(out)), x.size,
-              PARALLEL_MIN_ELEMENTS)
+              PARALLEL_MIN_HEAVY_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)
@@ -139,7 +139,7 @@ def sigmoid_backward(y, dout, dx):
 def tanh_forward(x, out):
     """Hyperbolic tangent ``out = tanh(x)``, arguments as :func:`relu_forward`'s."""
     _tanh_forward_run((flat(x), flat(out)), x.size,
-              PARALLEL_MIN_ELEMENTS)
+              PARALLEL_MIN_HEAVY_ELEMENTS)
 
 
 @njit(cache=True, nogil=True)

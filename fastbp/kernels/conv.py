@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._compile import CONV_PARALLEL_MIN_MACS, twins
+from ._dispatch import twin_runner
 from ._docstrings import with_doc
 
 #: The input, filters and bias of the forward kernels' docstrings.
@@ -131,6 +132,7 @@ def _conv_forward_body(x, W, b, stride, pad, out):
 
 
 _conv_forward_serial, _conv_forward_parallel = twins(_conv_forward_body)
+_conv_forward_run = twin_runner(_conv_forward_serial, _conv_forward_parallel)
 
 
 def _conv_dx_body(dout, W, stride, pad, dx):
@@ -151,6 +153,7 @@ def _conv_dx_body(dout, W, stride, pad, dx):
 
 
 _conv_dx_serial, _conv_dx_parallel = twins(_conv_dx_body)
+_conv_dx_run = twin_runner(_conv_dx_serial, _conv_dx_parallel)
 
 
 def _conv_dw_body(dout, x, stride, pad, dW, db):
@@ -204,6 +207,7 @@ def _conv_dw_body(dout, x, stride, pad, dW, db):
 
 
 _conv_dw_serial, _conv_dw_parallel = twins(_conv_dw_body)
+_conv_dw_run = twin_runner(_conv_dw_serial, _conv_dw_parallel)
 
 
 def _pool_forward_body(x, pool_h, pool_w, stride, pad, out, argmax):
@@ -235,6 +239,7 @@ def _pool_forward_body(x, pool_h, pool_w, stride, pad, out, argmax):
 
 
 _pool_forward_serial, _pool_forward_parallel = twins(_pool_forward_body)
+_pool_forward_run = twin_runner(_pool_forward_serial, _pool_forward_parallel)
 
 
 def _pool_backward_body(dout, argmax, pool_w, stride, pad, dx):
@@ -258,6 +263,7 @@ def _pool_backward_body(dout, argmax, pool_w, stride, pad, dx):
 
 
 _pool_backward_serial, _pool_backward_parallel = twins(_pool_backward_body)
+_pool_backward_run = twin_runner(_pool_backward_serial, _pool_backward_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -431,6 +437,7 @@ def _crp_forward_body(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch
 
 
 _crp_forward_serial, _crp_forward_parallel = twins(_crp_forward_body)
+_crp_forward_run = twin_runner(_crp_forward_serial, _crp_forward_parallel)
 
 
 def _crp_backward_body(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db):
@@ -503,6 +510,7 @@ def _crp_backward_body(dout, x, out, argmax, stride, pad, pool_w, pool_stride, d
 
 
 _crp_backward_serial, _crp_backward_parallel = twins(_crp_backward_body)
+_crp_backward_run = twin_runner(_crp_backward_serial, _crp_backward_parallel)
 
 
 _REDUCE = {"reassoc", "nsz"}
@@ -596,6 +604,7 @@ def _crp_backward_dense_body(dout, x, out, argmax, pool_w, pool_stride, dW, db, 
 
 
 _crp_dense_serial, _crp_dense_parallel = twins(_crp_backward_dense_body)
+_crp_dense_run = twin_runner(_crp_dense_serial, _crp_dense_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -604,8 +613,21 @@ def _conv_macs(N, W, OH, OW):
 
 
 @njit(cache=True, nogil=True)
-@with_doc(conv_inputs=_CONV_INPUTS)
-def conv2d_forward(x, W, b, stride, pad, out):
+def _sample_split_macs(N, W, OH, OW):
+    # The work a twin that splits samples over threads sees: one sample stays serial.
+    return _conv_macs(N, W, OH, OW) if N > 1 else 0
+
+
+_MIN_PARALLEL = """min_parallel : int or None
+        Multiply-adds from which the parallel twin runs (default: this machine's
+        threshold, :func:`fastbp.kernels.machine_thresholds`); ``None`` leaves it out of
+        the compiled code (serial at any size, the same bits)."""
+_MIN_PARALLEL_COMPARISONS = _MIN_PARALLEL.replace("Multiply-adds", "Compared values")
+
+
+@njit(cache=True, nogil=True)
+@with_doc(conv_inputs=_CONV_INPUTS, min_parallel=_MIN_PARALLEL)
+def conv2d_forward(x, W, b, stride, pad, out, min_parallel=CONV_PARALLEL_MIN_MACS):
     """Convolution of a batch, the book's ``Convolution.forward``:
     ``out[n, f] = sum over c, ky, kx of W[f, c, ky, kx] * xpad[n, c, oy*s + ky, ox*s + kx]
     + b[f]``, with `x` zero-padded by `pad` on each side.
@@ -617,16 +639,17 @@ def conv2d_forward(x, W, b, stride, pad, out):
         ``stride >= 1``, ``pad >= 0``.
     out : ndarray, (N, FN, OH, OW), dtype of `x`, C-contiguous; written in place.
         ``OH = conv_output_size(H, FH, stride, pad)``, likewise ``OW``.
+    {min_parallel}
     """
-    if x.shape[0] > 1 and _conv_macs(x.shape[0], W, out.shape[2], out.shape[3]) >= \
-            CONV_PARALLEL_MIN_MACS:
-        _conv_forward_parallel(x, W, b, stride, pad, out)
-    else:
-        _conv_forward_serial(x, W, b, stride, pad, out)
+    _conv_forward_run((x, W, b, stride, pad, out),
+                      _sample_split_macs(x.shape[0], W, out.shape[2], out.shape[3]),
+                      min_parallel)
 
 
 @njit(cache=True, nogil=True)
-def conv2d_backward(dout, x, W, stride, pad, dW, db, dx=None):
+@with_doc(min_parallel=_MIN_PARALLEL)
+def conv2d_backward(dout, x, W, stride, pad, dW, db, dx=None,
+                    min_parallel=CONV_PARALLEL_MIN_MACS):
     """Gradients of :func:`conv2d_forward`: ``dW``, ``db`` and, if given, ``dx``.
 
     Parameters
@@ -641,19 +664,18 @@ def conv2d_backward(dout, x, W, stride, pad, dW, db, dx=None):
     db : ndarray, (FN,), written in place.
     dx : ndarray, (N, C, H, W), optional
         Written in place when given; omit it for a first layer (it is never needed).
+    {min_parallel}
     """
-    if _conv_macs(x.shape[0], W, dout.shape[2], dout.shape[3]) >= CONV_PARALLEL_MIN_MACS:
-        _conv_dw_parallel(dout, x, stride, pad, dW, db)
-        if dx is not None:
-            _conv_dx_parallel(dout, W, stride, pad, dx)
-    else:
-        _conv_dw_serial(dout, x, stride, pad, dW, db)
-        if dx is not None:
-            _conv_dx_serial(dout, W, stride, pad, dx)
+    macs = _conv_macs(x.shape[0], W, dout.shape[2], dout.shape[3])
+    _conv_dw_run((dout, x, stride, pad, dW, db), macs, min_parallel)
+    if dx is not None:
+        _conv_dx_run((dout, W, stride, pad, dx), macs, min_parallel)
 
 
 @njit(cache=True, nogil=True)
-def maxpool_forward(x, pool_h, pool_w, stride, pad, out, argmax):
+@with_doc(min_parallel=_MIN_PARALLEL_COMPARISONS)
+def maxpool_forward(x, pool_h, pool_w, stride, pad, out, argmax,
+                    min_parallel=CONV_PARALLEL_MIN_MACS):
     """Max pooling, the book's ``Pooling.forward``: each output is the largest value of its
     ``pool_h x pool_w`` window (zero padding counts as values, as the book pads).
 
@@ -664,15 +686,15 @@ def maxpool_forward(x, pool_h, pool_w, stride, pad, out, argmax):
     out : ndarray, (N, C, OH, OW), dtype of `x`, C-contiguous; written in place.
     argmax : ndarray, (N, C, OH, OW), int32, C-contiguous; written in place with the
         row-major index ``wy * pool_w + wx`` of each window's first largest value.
+    {min_parallel}
     """
-    if out.size * pool_h * pool_w >= CONV_PARALLEL_MIN_MACS:
-        _pool_forward_parallel(x, pool_h, pool_w, stride, pad, out, argmax)
-    else:
-        _pool_forward_serial(x, pool_h, pool_w, stride, pad, out, argmax)
+    _pool_forward_run((x, pool_h, pool_w, stride, pad, out, argmax),
+                      out.size * pool_h * pool_w, min_parallel)
 
 
 @njit(cache=True, nogil=True)
-def maxpool_backward(dout, argmax, pool_w, stride, pad, dx):
+@with_doc(min_parallel=_MIN_PARALLEL.replace("Multiply-adds", "Elements of `dx`"))
+def maxpool_backward(dout, argmax, pool_w, stride, pad, dx, min_parallel=CONV_PARALLEL_MIN_MACS):
     """Gradient of :func:`maxpool_forward`: each ``dout`` value goes to its window's maximum.
 
     Parameters
@@ -682,17 +704,15 @@ def maxpool_backward(dout, argmax, pool_w, stride, pad, dx):
     pool_w, stride, pad : int
         As in the forward.
     dx : ndarray, (N, C, H, W), dtype of `dout`, C-contiguous; written in place.
+    {min_parallel}
     """
-    if dx.size >= CONV_PARALLEL_MIN_MACS:
-        _pool_backward_parallel(dout, argmax, pool_w, stride, pad, dx)
-    else:
-        _pool_backward_serial(dout, argmax, pool_w, stride, pad, dx)
+    _pool_backward_run((dout, argmax, pool_w, stride, pad, dx), dx.size, min_parallel)
 
 
 @njit(cache=True, nogil=True)
-@with_doc(conv_inputs=_CONV_INPUTS)
+@with_doc(conv_inputs=_CONV_INPUTS, min_parallel=_MIN_PARALLEL)
 def conv_relu_pool_forward(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch, out,
-                           argmax):
+                           argmax, min_parallel=CONV_PARALLEL_MIN_MACS):
     """``maxpool(relu(conv2d(x, W) + b))`` without storing the convolution output.
 
     Parameters
@@ -708,16 +728,12 @@ def conv_relu_pool_forward(x, W, b, stride, pad, pool_h, pool_w, pool_stride, sc
     out : ndarray, (N, FN, PH, PW), dtype of `x`, C-contiguous; written in place.
     argmax : ndarray, (N, FN, PH, PW), int32, C-contiguous; written with each window's
         index as in :func:`maxpool_forward`.
+    {min_parallel}
     """
     OH = conv_output_size(x.shape[2], W.shape[2], stride, pad)
     OW = conv_output_size(x.shape[3], W.shape[3], stride, pad)
-    # samples split over threads: one sample stays serial
-    if x.shape[0] > 1 and _conv_macs(x.shape[0], W, OH, OW) >= CONV_PARALLEL_MIN_MACS:
-        _crp_forward_parallel(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch,
-                              out, argmax)
-    else:
-        _crp_forward_serial(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch, out,
-                            argmax)
+    _crp_forward_run((x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch, out, argmax),
+                     _sample_split_macs(x.shape[0], W, OH, OW), min_parallel)
 
 
 @njit(cache=True, nogil=True)
@@ -730,7 +746,9 @@ def crp_backward_work_size(H, W, FH, stride, pad):
 
 
 @njit(cache=True, nogil=True)
-def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db, work):
+@with_doc(min_parallel=_MIN_PARALLEL)
+def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db, work,
+                            min_parallel=CONV_PARALLEL_MIN_MACS):
     """``dW`` and ``db`` of :func:`conv_relu_pool_forward` (no input gradient).
 
     Parameters
@@ -748,15 +766,12 @@ def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stri
         computed densely from a plane of the convolution output (vectorized dot products);
         otherwise each positive window adds its input patch (``work`` unused, may be
         (FN, 0)).
+    {min_parallel}
     """
-    big = out.size * (dW.size // dW.shape[0]) >= CONV_PARALLEL_MIN_MACS
+    macs = out.size * (dW.size // dW.shape[0])
     if stride == 1 and pad == 0:
-        if big:
-            _crp_dense_parallel(dout, x, out, argmax, pool_w, pool_stride, dW, db, work)
-        else:
-            _crp_dense_serial(dout, x, out, argmax, pool_w, pool_stride, dW, db, work)
-    elif big:
-        _crp_backward_parallel(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW,
-                               db)
+        _crp_dense_run((dout, x, out, argmax, pool_w, pool_stride, dW, db, work), macs,
+                       min_parallel)
     else:
-        _crp_backward_serial(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db)
+        _crp_backward_run((dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db),
+                          macs, min_parallel)

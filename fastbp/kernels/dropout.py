@@ -22,7 +22,7 @@ draws. Every 32x32-bit product fits in 64 bits, so the arithmetic is exact in un
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS
+from ._compile import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
 from ._dispatch import flat, twins_with_runner
 from ._docstrings import with_doc
 
@@ -168,7 +168,7 @@ def dropout_mask(ratio, seed, stream, mask):
     k0, k1 = s & _LOW, s >> _32
     s0, s1 = st & _LOW, st >> _32
     _mask_run((threshold, k0, k1, s0, s1, bits), bits.size,
-              PARALLEL_MIN_ELEMENTS)
+              PARALLEL_MIN_HEAVY_ELEMENTS)
     rest = bits.size % 4
     if rest:
         b = np.uint64(bits.size // 4)

@@ -20,19 +20,24 @@ the book under NumPy 1); the two agree to float32 rounding.
 The public functions are ``@njit`` dispatchers: call them from Python or from your own
 ``@njit`` code. They check nothing (see :mod:`fastbp.ops` for checked versions) and pick
 the serial or the parallel twin by element count: the parallel one from ``min_parallel``
-elements (default :data:`._compile.PARALLEL_MIN_ELEMENTS`; the fused training steps pass
+elements (default :data:`._compile.PARALLEL_MIN_ELEMENTS` for SGD, Momentum and Nesterov,
+streaming passes, and :data:`._compile.PARALLEL_MIN_HEAVY_ELEMENTS` for AdaGrad, RMSprop and
+Adam, with a square root and a division per element; the fused training steps pass
 :data:`._compile.FUSED_UPDATE_PARALLEL_MIN_ELEMENTS`). The twins give identical bits: every
 element is computed on its own.
 """
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS
+from ._compile import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
 from ._docstrings import with_doc
 from ._dispatch import flat, twins_with_runner
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
+#: ``min_parallel`` of :func:`optimizer_update` that stands for the default of the kind's
+#: own function (the two classes of elementwise thresholds, see the module docstring).
+KIND_DEFAULT = -1
 
 #: The book's ``1e-7`` that keeps AdaGrad's, RMSprop's and Adam's divisions finite.
 EPS = 1e-7
@@ -247,7 +252,7 @@ def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def adagrad_update(param, grad, h, lr, decay=0.0,
-                   min_parallel=PARALLEL_MIN_ELEMENTS):
+                   min_parallel=PARALLEL_MIN_HEAVY_ELEMENTS):
     """AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + EPS)``.
 
     ``g = grad + decay * param``.
@@ -266,7 +271,7 @@ def adagrad_update(param, grad, h, lr, decay=0.0,
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
-                   min_parallel=PARALLEL_MIN_ELEMENTS):
+                   min_parallel=PARALLEL_MIN_HEAVY_ELEMENTS):
     """RMSprop, in place.
 
     ``h *= decay_rate; h += (1-decay_rate)*g*g; param -= lr*g / (sqrt(h) + EPS)`` with
@@ -288,7 +293,7 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
-                min_parallel=PARALLEL_MIN_ELEMENTS):
+                min_parallel=PARALLEL_MIN_HEAVY_ELEMENTS):
     """Adam (the book's form), in place.
 
     ``m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); param -= lr_t*m / (sqrt(v) + EPS)``
@@ -314,7 +319,7 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
-                     min_parallel=PARALLEL_MIN_ELEMENTS):
+                     min_parallel=KIND_DEFAULT):
     """One update of the optimizer `kind` on `param`, in place: the fused steps' entry.
 
     Parameters
@@ -337,8 +342,9 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
         ``beta2`` (Adam); unused otherwise.
     decay : float
         L2 weight-decay coefficient, folded into the gradient (0: the book's optimizer).
-    min_parallel : int
-        Elements from which the parallel twin runs.
+    min_parallel : int or None
+        Elements from which the parallel twin runs; :data:`KIND_DEFAULT` (the default):
+        the default of `kind`'s own function; ``None``: serial at any size.
 
     Raises
     ------
@@ -351,6 +357,20 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
     one step, and :meth:`~fastbp.optimizers.SGD.flat_state` returns ``(kind, state1,
     state2)``.
     """
+    if min_parallel is None:
+        _update_of_kind(kind, param, grad, state1, state2, lr, c1, c2, decay, None)
+    else:
+        _update_of_kind(kind, param, grad, state1, state2, lr, c1, c2, decay,
+                        _kind_default(kind) if min_parallel == KIND_DEFAULT else min_parallel)
+
+
+@njit(cache=True, nogil=True)
+def _kind_default(kind):
+    return PARALLEL_MIN_HEAVY_ELEMENTS if kind >= ADAGRAD else PARALLEL_MIN_ELEMENTS
+
+
+@njit(cache=True, nogil=True)
+def _update_of_kind(kind, param, grad, state1, state2, lr, c1, c2, decay, min_parallel):
     if kind == SGD:
         sgd_decay_update(param, grad, lr, decay, min_parallel)
     elif kind == MOMENTUM:

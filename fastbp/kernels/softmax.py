@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
-from ._compile import PARALLEL_MIN_ELEMENTS, twins
+from ._compile import PARALLEL_MIN_HEAVY_ELEMENTS, twins
 from ._vexp import exp_nonpos
 
 
@@ -111,7 +111,7 @@ def softmax_cross_entropy_rows(x, t, dx, row_loss):
     float
         Mean cross-entropy, summed over rows in order (thread-count independent).
     """
-    if x.size >= PARALLEL_MIN_ELEMENTS:
+    if x.size >= PARALLEL_MIN_HEAVY_ELEMENTS:
         _rows_parallel(x, t, dx, row_loss)
     else:
         _rows_serial(x, t, dx, row_loss)
@@ -145,7 +145,7 @@ def softmax_cross_entropy(x, t, dx):
     supply that buffer.
     """
     n = x.shape[0]
-    if x.size >= PARALLEL_MIN_ELEMENTS:
+    if x.size >= PARALLEL_MIN_HEAVY_ELEMENTS:
         return softmax_cross_entropy_rows(x, t, dx, np.empty(n))
     inv_n = 1.0 / n
     total = 0.0
