@@ -698,7 +698,7 @@ def _warm_up(net, optimizer, xb, tb, x_eval) -> float:
         (input_size, hidden_size), output_size = net.params["W1"].shape, net.params["W2"].shape[1]
         scratch = TwoLayerNet(input_size, hidden_size, output_size, dtype=net.params["W1"].dtype.type, seed=0)
         scratch.train_step(xb, tb, 0.1)  # lr must be > 0; the network is thrown away
-    # Both paths of the fused evaluation (serial below 512 rows, parallel from there on).
+    # Both paths of the fused evaluation (listed products up to SMALL_BATCH rows, BLAS above).
     for rows in (x_eval[:1], x_eval):
         accuracy(scratch, rows, np.zeros(rows.shape[0], np.int64))
     return time.perf_counter() - t0

@@ -31,13 +31,18 @@ CHILD = textwrap.dedent("""
     t = rng.integers(0, 10, n)
     for _ in range(2):  # the checked first step, then the fast path
         net.train_step(x, t, 0.1)
+    if len(sys.argv) > 2:  # and the fused evaluation, on as many rows as its argument
+        from fastbp.train import accuracy
+        rows = int(sys.argv[2])
+        accuracy(net, rng.random((rows, 784), dtype=np.float32), rng.integers(0, 10, rows))
     print(json.dumps(sorted(compiled)))
 """)
 
 
-def _compiled(n, tmp_path):
+def _compiled(n, tmp_path, eval_rows=None):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(n)], env=env, capture_output=True,
+    args = [str(n)] + ([] if eval_rows is None else [str(eval_rows)])
+    out = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True,
                          text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -45,10 +50,14 @@ def _compiled(n, tmp_path):
 
 @compiled_only
 def test_batch_100_step_compiles_neither_small_batch_nor_parallel_code(tmp_path):
-    names = _compiled(100, tmp_path)
+    """Nor does the evaluation (its row passes stay serial at any size), and a ReLU network
+    compiles no sigmoid, tanh or softmax-inference code."""
+    names = _compiled(100, tmp_path, eval_rows=2 * KN.PARALLEL_MIN_ROWS)
     assert "_step_blas" in names and "two_layer_step_paths" in names  # it did compile, cold
+    assert "count_correct" in names
     parallel = sorted(q for q in names if q.endswith("__parallel"))
     assert parallel == []
+    assert not names & {"_add_bias_sigmoid", "_add_bias_softmax", "sigmoid_scalar"}
     for never in ("_step_small", "_list_nonzeros", "_update_W2_small", "scatter_rows"):
         assert never not in names
     # the gradients-only branch (lr == 0) is left out too (its dW2 = h.T @ dy is the

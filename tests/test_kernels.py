@@ -267,12 +267,30 @@ def test_network_twins_identical(rng):
         same = np.random.default_rng(5)  # the same inputs for both
         h, y, dh = h0.copy(), 3 * same.standard_normal((n, C_)), same.standard_normal((n, H))
         dy, rl = np.empty((n, C_)), np.empty(n)
-        bias_act(h, b1, KR.RELU)
+        bias_act(h, b1, KR.RELU, True)
         softmax_rows(y, b2, t, dy, rl)
         mask(h, dh)
         outs.append((h, y, dy, dh, rl))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("act", ["RELU", "IDENTITY", "SIGMOID", "TANH"])
+def test_bias_act_rows_with_and_without_the_smooth_branches(rng, act):
+    """``smooth=None`` (callers whose act is ReLU or identity) compiles without the smooth
+    activations and gives the same bits for RELU and IDENTITY; any other act then adds the
+    bias only, as documented."""
+    z, b = rng.standard_normal((7, 13)), rng.standard_normal(13)
+    want = {"RELU": np.maximum(z + b, 0), "IDENTITY": z + b,
+            "SIGMOID": 1 / (1 + np.exp(-(z + b))), "TANH": np.tanh(z + b)}[act]
+    full, pruned = z.copy(), z.copy()
+    KR.bias_act_rows(full, b, getattr(KR, act))
+    KR.bias_act_rows(pruned, b, getattr(KR, act), True, None)
+    np.testing.assert_allclose(full, want, rtol=1e-12, atol=1e-15)
+    if act in ("RELU", "IDENTITY"):
+        np.testing.assert_array_equal(pruned, full)
+    else:
+        np.testing.assert_array_equal(pruned, z + b)
 
 
 # -- zero-skipping building blocks of the small-batch step (kernels/_sparse.py) ------------

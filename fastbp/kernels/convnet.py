@@ -160,7 +160,7 @@ def _forward(x, flat, layout, arena, index):
     off += 2 * n * hid
     lists = index[n * D:]
     _product(pooled.reshape(n, D), W2, h, lists)
-    bias_act_rows(h, b2, RELU)
+    bias_act_rows(h, b2, RELU, True, None)
     y = _part(arena, off, n * out_n).reshape(n, out_n)
     _product(h, W3, y, lists)
     return y

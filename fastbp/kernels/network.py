@@ -120,7 +120,7 @@ def _hidden_logits(x, W1, b1, W2, h, y, small, parallel=True):
         matmul_loops(x, W1, h, False)
     else:
         gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
-    bias_act_rows(h, b1, RELU, parallel)
+    bias_act_rows(h, b1, RELU, parallel, None)
     gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
 
 
@@ -328,8 +328,12 @@ def count_correct(x, t, W1, b1, W2, b2, h, y, hit):
     """
     require_c_contiguous(x, t, W1, b1, W2, b2, h, y, hit)
     n = x.shape[0]
-    _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH)
-    correct_rows(y, b2, t, hit)
+    # The row passes stay serial at any size (None: their parallel twins are not even
+    # compiled). They are about 1 % of an evaluation (two GEMMs make the rest), and their
+    # parallel twins saved nothing measurable but cost a large part of a cold start's
+    # compilation (docs/decisions/cold-start.md).
+    _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH, None)
+    correct_rows(y, b2, t, hit, None)
     total = 0
     for i in range(n):
         total += hit[i]

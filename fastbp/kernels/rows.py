@@ -62,9 +62,10 @@ def _add_bias_softmax(row, b):
         row[c] = row[c] * inv_s
 
 
-def _bias_act_body(z, b, act):
+def _bias_act_body(z, b, act, smooth):
     # z[i] = act(z[i] + b), in place. ReLU as `0 if v <= 0 else v` so NaN passes through,
-    # as in relu_forward and the book's `out[x <= 0] = 0`.
+    # as in relu_forward and the book's `out[x <= 0] = 0`. `smooth` None: the branches of
+    # the smooth activations are pruned before typing (their callees are not compiled).
     n, d = z.shape
     one = z.dtype.type(1.0)
     for i in prange(n):
@@ -73,6 +74,9 @@ def _bias_act_body(z, b, act):
             for j in range(d):
                 v = zi[j] + b[j]
                 zi[j] = 0 if v <= 0 else v
+        elif smooth is None:
+            for j in range(d):
+                zi[j] = zi[j] + b[j]
         elif act == SIGMOID:
             _add_bias_sigmoid(zi, b, one)
         elif act == TANH:
@@ -169,7 +173,7 @@ _correct_serial, _correct_parallel, _correct_run = twins_with_runner(_correct_bo
 
 
 @njit(cache=True, nogil=True)
-def bias_act_rows(z, b, act, parallel=True):
+def bias_act_rows(z, b, act, parallel=True, smooth=True):
     """``z = act(z + b)`` in place, row by row.
 
     Parameters
@@ -182,8 +186,13 @@ def bias_act_rows(z, b, act, parallel=True):
         ``None`` leaves the parallel twin out of the compiled code (the serial one runs
         for any size, with the same bits); for callers that know their rows stay below
         the threshold (see ``network.two_layer_step``).
+    smooth : None, optional
+        ``None`` leaves the sigmoid, tanh and softmax code out of the compiled code, for
+        callers whose `act` is always :data:`RELU` or :data:`IDENTITY` (any other `act`
+        then adds the bias only): less to compile on a cold start
+        (docs/decisions/cold-start.md).
     """
-    _bias_act_run((z, b, act), z.shape[0],
+    _bias_act_run((z, b, act, smooth), z.shape[0],
               PARALLEL_MIN_ROWS, parallel)
 
 
@@ -261,7 +270,8 @@ def relu_mask_rows(h, dh, parallel=True):
 
 
 @njit(cache=True, nogil=True)
-def correct_rows(y, b, t, hit):
-    """``hit[i] = argmax(y[i] + b) == t[i]`` (ties to the first class, as ``np.argmax``)."""
+def correct_rows(y, b, t, hit, parallel=True):
+    """``hit[i] = argmax(y[i] + b) == t[i]`` (ties to the first class, as ``np.argmax``);
+    `parallel` as in :func:`bias_act_rows`."""
     _correct_run((y, b, t, hit), y.shape[0],
-              PARALLEL_MIN_ROWS)
+              PARALLEL_MIN_ROWS, parallel)
