@@ -5,10 +5,11 @@ texts through :func:`fastbp.kernels._docstrings.with_doc`).
 :func:`twin_runner` makes, for each pair of twins, one small cached ``@njit`` function with
 that choice, and each public dispatcher (its own signature, the user-facing API) calls its
 pair's runner. A single helper taking the twins as arguments would not do: dispatchers
-passed as values are dynamic globals, and Numba refuses to cache the caller. An overload
-inlined at every call site (before 2026-12-01 evening, never released) did work, at a
-price: about 2 s more compile time on a cold start (docs/decisions/cold-start.md), and a
-cache index keyed by Dispatcher types that never hit in another process.
+passed as values are dynamic globals, and Numba refuses to cache the caller. One overload
+for every pair, inlined at every call site (before 2026-12-01 evening, never released), did
+work, at a price: a cache index keyed by Dispatcher types that never hit in another
+process, and with the rows' sigmoid and softmax inlined as well, about 2 s more compile
+time on a cold start (docs/decisions/cold-start.md).
 """
 import types as pytypes
 
@@ -46,6 +47,9 @@ def twin_runner(serial, parallel):
     less to compile: docs/decisions/cold-start.md). Each runner is a copy of one template
     whose globals name its twins, cached under its own name (``_pick__<module>__<body>``):
     it is keyed by the argument types only, so its cache hits in every later process.
+    Called from compiled code it is inlined (``inline="always"``, at Numba's IR level):
+    Numba optimizes and generates code again for every function a caller links in, so one
+    call level less is less to compile (docs/decisions/cold-start.md).
     """
     code = _pick.__code__
     runner = pytypes.FunctionType(code, dict(_pick.__globals__, _SERIAL=serial,
@@ -55,7 +59,7 @@ def twin_runner(serial, parallel):
     runner.__qualname__ = "_pick__{}__{}".format(body.__module__.rsplit(".", 1)[-1],
                                                   body.__qualname__.removesuffix("__serial"))
     runner.__module__ = _pick.__module__
-    return njit(cache=True, nogil=True)(runner)
+    return njit(cache=True, nogil=True, inline="always")(runner)
 
 
 def twins_with_runner(body, **options):
