@@ -3,15 +3,17 @@
 Every kernel with a ``prange`` has a serial and a parallel twin (the same bits) and runs the
 parallel one from a size threshold, where the work outweighs the fork/join of Numba's
 pool. That price depends on the machine: the core count, the threading layer, the SIMD
-width. :func:`calibrate` times both twins of three representative kernels over a grid of
-sizes, takes each crossover, and :func:`save` writes them to :func:`calibration_path` under
-a key of this CPU, pool size and threading layer; the next ``import fastbp`` on the same
-machine compiles its kernels with them (:func:`fastbp.kernels.machine_thresholds`).
+width. :func:`calibrate` times both twins of representative kernels over a grid of sizes
+and takes each kernel's crossover; a threshold is the latest crossover of its kernels, so
+that none of them goes to the pool before it pays. :func:`save` writes the thresholds to
+:func:`calibration_path` under a key of this CPU, pool size and threading layer; the next
+``import fastbp`` on the same machine compiles its kernels with them
+(:func:`fastbp.kernels.machine_thresholds`).
 
-* ``PARALLEL_MIN_ELEMENTS``: :func:`fastbp.kernels.sgd_decay_update`, a streaming pass as
-  cheap per element as ReLU;
-* ``PARALLEL_MIN_HEAVY_ELEMENTS``: :func:`fastbp.kernels.adam_update`, a square root and a
-  division per element (its crossover is several times lower, hence two thresholds);
+* ``PARALLEL_MIN_ELEMENTS`` (streaming passes): :func:`fastbp.kernels.sgd_decay_update` and
+  :func:`fastbp.kernels.relu_forward`;
+* ``PARALLEL_MIN_HEAVY_ELEMENTS`` (an exponential, square root or division per element):
+  :func:`fastbp.kernels.adam_update` and :func:`fastbp.kernels.sigmoid_forward`;
 * ``CONV_PARALLEL_MIN_MACS``: :func:`fastbp.kernels.conv2d_forward`, samples split over
   the pool.
 
@@ -61,10 +63,8 @@ class Calibration:
 
     #: all twin thresholds (name -> value), as written to the calibration file
     thresholds: dict
-    #: the :class:`Timing` lists behind the three measured ones
-    elementwise: list
-    heavy: list
-    conv: list
+    #: kernel name -> its :class:`Timing` list, for the measured thresholds
+    timings: dict
 
 
 def crossover(timings, tolerance=0.1) -> int:
@@ -115,18 +115,30 @@ def _time_twins(call, sizes, samples, min_seconds, progress):
     return out
 
 
-def _elementwise_call(size, min_parallel):
+def _vectors(size, count):
     rng = np.random.default_rng(0)
-    param = rng.random(size, dtype=np.float32)
-    grad = rng.random(size, dtype=np.float32)
+    return [rng.random(size, dtype=np.float32) - np.float32(0.5) for _ in range(count)]
+
+
+def _sgd_call(size, min_parallel):
+    param, grad = _vectors(size, 2)
     return lambda: kernels.sgd_decay_update(param, grad, 0.0, 0.0, min_parallel)
 
 
-def _heavy_call(size, min_parallel):
-    rng = np.random.default_rng(0)
-    param, grad = rng.random(size, dtype=np.float32), rng.random(size, dtype=np.float32)
-    m, v = np.zeros_like(param), np.zeros_like(param)
+def _relu_call(size, min_parallel):
+    x, out = _vectors(size, 2)
+    return lambda: kernels.relu_forward(x, out, min_parallel)
+
+
+def _adam_call(size, min_parallel):
+    param, grad, m, v = _vectors(size, 4)
+    v = np.abs(v)
     return lambda: kernels.adam_update(param, grad, m, v, 0.0, 0.9, 0.999, 0.0, min_parallel)
+
+
+def _sigmoid_call(size, min_parallel):
+    x, out = _vectors(size, 2)
+    return lambda: kernels.sigmoid_forward(x, out, min_parallel)
 
 
 def _conv_call(macs, min_parallel):
@@ -139,9 +151,21 @@ def _conv_call(macs, min_parallel):
     return lambda: kernels.conv2d_forward(x, W, b, 1, 0, out, min_parallel)
 
 
+#: The measured thresholds: threshold -> {kernel: (call, sizes)}; `call(size, min_parallel)`
+#: returns a zero-argument function that runs the kernel once (float32).
+MEASURED = {
+    "PARALLEL_MIN_ELEMENTS": {"sgd_decay_update": (_sgd_call, ELEMENT_SIZES),
+                              "relu_forward": (_relu_call, ELEMENT_SIZES)},
+    "PARALLEL_MIN_HEAVY_ELEMENTS": {"adam_update": (_adam_call, ELEMENT_SIZES),
+                                    "sigmoid_forward": (_sigmoid_call, ELEMENT_SIZES)},
+    "CONV_PARALLEL_MIN_MACS": {"conv2d_forward": (_conv_call, CONV_MACS)},
+}
+
+
 def calibrate(*, samples=7, min_seconds=0.002, progress=print) -> Calibration:
-    """Time the twins of the representative kernels on Numba's whole pool and derive the
-    three twin thresholds (module docstring).
+    """Time the twins of the kernels of :data:`MEASURED` on Numba's whole pool and derive
+    their thresholds (module docstring); the other twin thresholds keep their source values
+    (all "never" on a one-thread pool).
 
     Parameters
     ----------
@@ -158,26 +182,19 @@ def calibrate(*, samples=7, min_seconds=0.002, progress=print) -> Calibration:
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     try:
         progress(f"Numba's pool: {numba.config.NUMBA_NUM_THREADS} threads")
-        timed = {}
-        for name, call, sizes in (
-                ("elementwise", _elementwise_call, ELEMENT_SIZES),
-                ("heavy", _heavy_call, ELEMENT_SIZES),
-                ("conv", _conv_call, CONV_MACS)):
-            progress(f"{name} ({_KERNELS[name]}, float32):")
-            timed[name] = _time_twins(call, sizes, samples, min_seconds, progress)
+        timings = {}
+        for threshold, measured in MEASURED.items():
+            for kernel, (call, sizes) in measured.items():
+                unit = "multiply-adds" if threshold == "CONV_PARALLEL_MIN_MACS" else "elements"
+                progress(f"{kernel} (float32, {unit}), for {threshold}:")
+                timings[kernel] = _time_twins(call, sizes, samples, min_seconds, progress)
     finally:
         numba.set_num_threads(previous)
     thresholds = dict(SOURCE_TWIN_THRESHOLDS) if numba.config.NUMBA_NUM_THREADS > 1 else \
         dict.fromkeys(SOURCE_TWIN_THRESHOLDS, NEVER)
-    thresholds.update({threshold: crossover(timed[name]) for name, threshold in _MEASURED.items()})
-    return Calibration(thresholds, **timed)
-
-
-#: Which timing sets which threshold, and the kernel timed.
-_MEASURED = {"elementwise": "PARALLEL_MIN_ELEMENTS", "heavy": "PARALLEL_MIN_HEAVY_ELEMENTS",
-             "conv": "CONV_PARALLEL_MIN_MACS"}
-_KERNELS = {"elementwise": "sgd_decay_update, elements", "heavy": "adam_update, elements",
-            "conv": "conv2d_forward, multiply-adds"}
+    for threshold, measured in MEASURED.items():
+        thresholds[threshold] = max(crossover(timings[kernel]) for kernel in measured)
+    return Calibration(thresholds, timings)
 
 
 def save(calibration: Calibration, path=None) -> str:
@@ -198,8 +215,8 @@ def save(calibration: Calibration, path=None) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         others = []
     entry = {"machine": key, "thresholds": calibration.thresholds,
-             "measured": {name: [dataclasses.asdict(t) for t in getattr(calibration, name)]
-                          for name in _MEASURED},
+             "measured": {kernel: [dataclasses.asdict(t) for t in timings]
+                          for kernel, timings in calibration.timings.items()},
              "fastbp": _version(), "date": datetime.datetime.now(datetime.timezone.utc)
              .isoformat(timespec="seconds")}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import compiled_only
 from fastbp import cli, kernels as K
-from fastbp.calibrate import Calibration, Timing, calibrate, crossover, save
+from fastbp.calibrate import MEASURED, Calibration, Timing, calibrate, crossover, save
 from fastbp.kernels import NEVER, SOURCE_TWIN_THRESHOLDS, ThresholdWarning
 from fastbp.kernels._compile import load_machine_thresholds
 
@@ -101,13 +101,14 @@ def test_save_replaces_this_machines_entry_and_keeps_the_others(tmp_path):
     other = dict(K.machine_key(), cpu="another")
     path = _write(tmp_path / "t.json", [_entry({"kept": 1}, other), _entry({"old": 1})])
     result = Calibration(dict(SOURCE_TWIN_THRESHOLDS, PARALLEL_MIN_ROWS=7),
-                         elementwise=_timings([(1, 2)]), heavy=[], conv=[])
+                         {"relu_forward": _timings([(1, 2)])})
     assert save(result, path) == path
     entries = json.loads((tmp_path / "t.json").read_text())["machines"]
     assert [e["machine"] for e in entries] == [other, K.machine_key()]
     assert entries[0]["thresholds"] == {"kept": 1}
     assert entries[1]["thresholds"]["PARALLEL_MIN_ROWS"] == 7
-    assert entries[1]["measured"]["elementwise"] == [{"size": 1024, "serial": 1, "parallel": 2}]
+    assert entries[1]["measured"] == {"relu_forward": [{"size": 1024, "serial": 1,
+                                                         "parallel": 2}]}
     assert load_machine_thresholds(path).values["PARALLEL_MIN_ROWS"] == 7
     # a broken file is replaced; nothing is left behind
     (tmp_path / "t.json").write_text("{broken")
@@ -117,7 +118,7 @@ def test_save_replaces_this_machines_entry_and_keeps_the_others(tmp_path):
 
 
 def test_save_errors(tmp_path, monkeypatch):
-    result = Calibration(dict(SOURCE_TWIN_THRESHOLDS), [], [], [])
+    result = Calibration(dict(SOURCE_TWIN_THRESHOLDS), {})
     monkeypatch.setenv("FASTBP_THRESHOLDS", "")
     with pytest.raises(ValueError, match="FASTBP_THRESHOLDS is empty.*--out"):
         save(result)
@@ -132,18 +133,18 @@ def test_calibrate_measures_three_thresholds_and_keeps_the_others():
     lines = []
     result = calibrate(samples=1, min_seconds=1e-4, progress=lines.append)
     assert set(result.thresholds) == set(SOURCE_TWIN_THRESHOLDS)
-    measured = {"PARALLEL_MIN_ELEMENTS": result.elementwise,
-                "PARALLEL_MIN_HEAVY_ELEMENTS": result.heavy,
-                "CONV_PARALLEL_MIN_MACS": result.conv}
+    assert set(result.timings) == {k for measured in MEASURED.values() for k in measured}
     for name, value in result.thresholds.items():
-        if name in measured:
-            assert value == crossover(measured[name])
-            assert value == NEVER or value in {t.size for t in measured[name]}
+        if name in MEASURED:  # the latest crossover of the threshold's kernels
+            crossovers = [crossover(result.timings[k]) for k in MEASURED[name]]
+            assert value == max(crossovers)
+            assert value == NEVER or any(value == t.size for k in MEASURED[name]
+                                         for t in result.timings[k])
         else:
             assert value == (NEVER if numba.config.NUMBA_NUM_THREADS == 1
                              else SOURCE_TWIN_THRESHOLDS[name])
-    assert all(t.serial > 0 and t.parallel > 0 for t in result.elementwise + result.conv)
-    assert len(lines) == 1 + 3 + len(result.elementwise) + len(result.heavy) + len(result.conv)
+    assert all(t.serial > 0 and t.parallel > 0 for ts in result.timings.values() for t in ts)
+    assert len(lines) == 1 + sum(1 + len(ts) for ts in result.timings.values())
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
 
 
@@ -223,3 +224,50 @@ def test_cli_calibrate_writes_and_show_reports(tmp_path, capsys):
     blocker.write_text("")
     assert cli.main(["calibrate", "--out", str(blocker / "t.json"), "--samples", "1"]) == 2
     assert "fastbp: error:" in capsys.readouterr().err
+
+
+FAST_DISPATCH_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from numba.core import dispatcher
+    from fastbp import kernels as K
+    slow = []
+    original = dispatcher.Dispatcher.typeof_pyval
+    def spy(self, value):  # Numba types an argument in Python only off its fast path
+        slow.append(self.py_func.__name__)
+        return original(self, value)
+    dispatcher.Dispatcher.typeof_pyval = spy
+    x = np.linspace(-1, 1, 50).reshape(5, 10)
+    out, v = np.empty_like(x), np.ones_like(x)
+    img = np.ones((2, 1, 6, 6)); W = np.ones((2, 1, 3, 3)); conv = np.empty((2, 2, 4, 4))
+    calls = [lambda: K.relu_forward(x, out), lambda: K.sigmoid_forward(x, out),
+             lambda: K.tanh_backward(x, x, out), lambda: K.sgd_decay_update(out, x, 0.1),
+             lambda: K.adam_update(out, x, v.copy(), v.copy(), 0.1, 0.9, 0.99),
+             lambda: K.conv2d_forward(img, W, np.zeros(2), 1, 0, conv),
+             lambda: K.optimizer_update(K.optimizers.ADAM, out, x, v.copy(), v.copy(), 0.1,
+                                        0.9, 0.99, 0.0)]
+    for call in calls * 2:
+        call()  # compiled (or loaded), one after the other
+    slow.clear()
+    for call in calls:
+        call()
+    print(json.dumps(slow))
+""")
+
+
+@compiled_only
+@pytest.mark.parametrize("thresholds", ["source", "calibrated"])
+def test_kernels_called_from_python_stay_on_numbas_fast_dispatch(tmp_path, thresholds):
+    """Every public kernel's omitted ``min_parallel`` is the one MACHINE_DEFAULT: Numba
+    tells omitted integer defaults apart by type only (numba/numba#6173), and with each
+    kernel's own threshold as its default, the second kernel called took Numba's slow
+    dispatch path on every call (20-80 us), for instance Adam after ReLU once calibrated."""
+    env = {"FASTBP_THRESHOLDS": ""}
+    if thresholds == "calibrated":
+        values = dict(SOURCE_TWIN_THRESHOLDS, PARALLEL_MIN_ELEMENTS=1 << 17,
+                      PARALLEL_MIN_HEAVY_ELEMENTS=1 << 15, CONV_PARALLEL_MIN_MACS=102400)
+        env["FASTBP_THRESHOLDS"] = _write(tmp_path / "t.json", [_entry(values)])
+    out = subprocess.run([sys.executable, "-c", FAST_DISPATCH_CHILD], capture_output=True,
+                         text=True, timeout=900, env=dict(os.environ, **env))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

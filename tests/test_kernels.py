@@ -275,6 +275,23 @@ def test_network_twins_identical(rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("name", ["relu_forward", "relu_backward", "sigmoid_forward",
+                                  "sigmoid_backward", "tanh_forward", "tanh_backward"])
+def test_activation_min_parallel_changes_the_twin_not_the_bits(rng, name):
+    """``min_parallel``: 1 (parallel twin at any size), NEVER and ``None`` (serial) give the
+    bits of the default choice."""
+    from fastbp.kernels import NEVER
+
+    x, dout = rng.standard_normal((3, 37)), rng.standard_normal((3, 37))
+    args = (x,) if name.endswith("forward") else (x, dout)
+    want = np.empty_like(x)
+    getattr(K, name)(*args, want)
+    for min_parallel in (1, NEVER, None):
+        got = np.full_like(x, np.nan)
+        getattr(K, name)(*args, got, min_parallel)
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("act", ["RELU", "IDENTITY", "SIGMOID", "TANH"])
 def test_bias_act_rows_with_and_without_the_smooth_branches(rng, act):
     """``smooth=None`` (callers whose act is ReLU or identity) compiles without the smooth

@@ -213,7 +213,7 @@ def test_dispatcher_is_each_kernel(rng, kernel, dtype):
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_min_parallel_none_one_and_never_give_the_same_bits(rng, kernel):
     """``min_parallel``: 1 (parallel at any size), NEVER and ``None`` (serial; ``None``
-    leaves the parallel twin out of the compiled code) and the dispatcher's KIND_DEFAULT
+    leaves the parallel twin out of the compiled code) and MACHINE_DEFAULT
     (the kind's own default) change which twin runs, never the result."""
     _, _, _, hyper = _kernel_cases()[kernel]
     op = getattr(K, f"{kernel}_update")
@@ -229,7 +229,7 @@ def test_min_parallel_none_one_and_never_give_the_same_bits(rng, kernel):
         results.append((pc, *sc))
     pc, sc = p.copy(), [a.copy() for a in s]
     kind, *args = _dispatch_args(kernel, pc, g, sc, hyper)
-    K.optimizer_update(kind, *args, 0.02, KO.KIND_DEFAULT)
+    K.optimizer_update(kind, *args, 0.02, K.MACHINE_DEFAULT)
     results.append((pc, *sc))
     for r in results[1:]:
         for a, b in zip(results[0], r):

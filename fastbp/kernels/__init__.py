@@ -14,7 +14,7 @@ here can be called from your own ``@njit`` code::
 """
 from . import _cache  # noqa: F401  (first: before any cache=True kernel is decorated)
 from ._blas import blas_binding, gemm_threads, set_gemm_threads
-from ._compile import (NEVER, SOURCE_TWIN_THRESHOLDS, MachineThresholds, ThresholdWarning,
+from ._compile import (MACHINE_DEFAULT, NEVER, SOURCE_TWIN_THRESHOLDS, MachineThresholds, ThresholdWarning,
                        calibration_path, machine_key, machine_thresholds)
 from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           tanh_backward, tanh_forward)
@@ -34,7 +34,7 @@ from .softmax import softmax_cross_entropy, softmax_cross_entropy_rows
 __all__ = [
     "blas_binding", "gemm_threads", "set_gemm_threads",
     "machine_thresholds", "MachineThresholds", "ThresholdWarning", "calibration_path",
-    "machine_key", "NEVER", "SOURCE_TWIN_THRESHOLDS",
+    "machine_key", "NEVER", "SOURCE_TWIN_THRESHOLDS", "MACHINE_DEFAULT",
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward",
     "affine_forward", "affine_backward", "column_sum",

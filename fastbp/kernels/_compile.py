@@ -44,6 +44,14 @@ _launch_threads()
 #: A twin threshold that is never reached: the serial twin at any size.
 NEVER = 1 << 62
 
+#: Default ``min_parallel`` of every public kernel: the machine's threshold of the kernel's
+#: class. One value for all, rather than each kernel's threshold as its default: Numba's
+#: dispatcher tells omitted integer defaults apart by type only (numba/numba#6173), so two
+#: kernels whose omitted defaults differ in value made the second one called from Python
+#: take Numba's slow dispatch path, 20-80 us a call (measured: relu_forward then
+#: adam_update with defaults 131 072 and 65 536).
+MACHINE_DEFAULT = -1
+
 #: The twin thresholds as measured on the development machine (2 vCPUs of an AMD Zen 4,
 #: Numba's tbb pool, AVX-512); each one's reason is at its name below.
 SOURCE_TWIN_THRESHOLDS = {

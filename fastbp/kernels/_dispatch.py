@@ -15,13 +15,22 @@ import types as pytypes
 
 from numba import njit
 
-from ._compile import twins
+from ._compile import MACHINE_DEFAULT, twins
 
 
 @njit(cache=True, nogil=True, inline="always")
 def flat(a):
     """`a` as a 1-D view (a C-contiguous reshape copies nothing)."""
     return a.reshape(a.size)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def resolved(min_parallel, default):
+    """A kernel's `min_parallel` argument with :data:`._compile.MACHINE_DEFAULT` replaced by
+    `default` (the threshold of the kernel's class); ``None`` stays ``None``."""
+    if min_parallel is None:
+        return None
+    return default if min_parallel == MACHINE_DEFAULT else min_parallel
 
 
 def _pick(args, size, minimum, allowed=True):

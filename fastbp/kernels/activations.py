@@ -7,8 +7,8 @@ own ``@njit`` code; they pick the serial or parallel twin by element count.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
-from ._dispatch import flat, twins_with_runner
+from ._compile import MACHINE_DEFAULT, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
+from ._dispatch import flat, resolved, twins_with_runner
 from ._vexp import exp_nonpos
 
 
@@ -88,7 +88,7 @@ _tanh_forward_serial, _tanh_forward_parallel, _tanh_forward_run = twins_with_run
 _tanh_backward_serial, _tanh_backward_parallel, _tanh_backward_run = twins_with_runner(_tanh_backward_body)
 
 @njit(cache=True, nogil=True)
-def relu_forward(x, out):
+def relu_forward(x, out, min_parallel=MACHINE_DEFAULT):
     """ReLU: ``out = x`` where ``x > 0``, else 0.
 
     Parameters
@@ -96,13 +96,19 @@ def relu_forward(x, out):
     x : ndarray, float32 or float64, C-contiguous, any shape
     out : ndarray, same shape and dtype as `x`, C-contiguous
         Written in place (may be `x` itself).
+    min_parallel : int or None
+        Elements from which the parallel twin runs; ``MACHINE_DEFAULT`` (-1, the default):
+        this machine's threshold for the kernel's class
+        (:func:`fastbp.kernels.machine_thresholds`); ``None`` leaves the parallel twin out
+        of the compiled code (serial at any size, the same bits). Every kernel of this
+        module takes it.
     """
     _relu_forward_run((flat(x), flat(out)), x.size,
-              PARALLEL_MIN_ELEMENTS)
+              resolved(min_parallel, PARALLEL_MIN_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
-def relu_backward(x, dout, dx):
+def relu_backward(x, dout, dx, min_parallel=MACHINE_DEFAULT):
     """ReLU backward: ``dx = dout`` where ``x > 0``, else 0.
 
     Parameters
@@ -115,36 +121,36 @@ def relu_backward(x, dout, dx):
         Written in place (may be `dout`).
     """
     _relu_backward_run((flat(x), flat(dout), flat(dx)), x.size,
-              PARALLEL_MIN_ELEMENTS)
+              resolved(min_parallel, PARALLEL_MIN_ELEMENTS))
 
 
 # The parameters of sigmoid's and tanh's kernels are documented once, on ReLU's.
 @njit(cache=True, nogil=True)
-def sigmoid_forward(x, out):
+def sigmoid_forward(x, out, min_parallel=MACHINE_DEFAULT):
     """Logistic sigmoid ``out = 1 / (1 + exp(-x))``, overflow-free for any finite `x`;
     `x` and `out` as in :func:`relu_forward`."""
     _sigmoid_forward_run((flat(x), flat(out)), x.size,
-              PARALLEL_MIN_HEAVY_ELEMENTS)
+              resolved(min_parallel, PARALLEL_MIN_HEAVY_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
-def sigmoid_backward(y, dout, dx):
+def sigmoid_backward(y, dout, dx, min_parallel=MACHINE_DEFAULT):
     """Sigmoid backward from the forward output `y` only: ``dx = dout * y * (1 - y)``, with
     `y` in the place of :func:`relu_backward`'s `x` (may be given `dout` as `dx`)."""
     _sigmoid_backward_run((flat(y), flat(dout), flat(dx)), y.size,
-              PARALLEL_MIN_ELEMENTS)
+              resolved(min_parallel, PARALLEL_MIN_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
-def tanh_forward(x, out):
+def tanh_forward(x, out, min_parallel=MACHINE_DEFAULT):
     """Hyperbolic tangent ``out = tanh(x)``, arguments as :func:`relu_forward`'s."""
     _tanh_forward_run((flat(x), flat(out)), x.size,
-              PARALLEL_MIN_HEAVY_ELEMENTS)
+              resolved(min_parallel, PARALLEL_MIN_HEAVY_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
-def tanh_backward(y, dout, dx):
+def tanh_backward(y, dout, dx, min_parallel=MACHINE_DEFAULT):
     """Tanh backward from the forward output `y` only: ``dx = dout * (1 - y**2)``; arguments
     as :func:`sigmoid_backward`'s."""
     _tanh_backward_run((flat(y), flat(dout), flat(dx)), y.size,
-              PARALLEL_MIN_ELEMENTS)
+              resolved(min_parallel, PARALLEL_MIN_ELEMENTS))

@@ -24,8 +24,8 @@ they can be called from a user's ``@njit`` code.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import CONV_PARALLEL_MIN_MACS, twins
-from ._dispatch import twin_runner
+from ._compile import CONV_PARALLEL_MIN_MACS, MACHINE_DEFAULT, twins
+from ._dispatch import resolved, twin_runner
 from ._docstrings import with_doc
 
 #: The input, filters and bias of the forward kernels' docstrings.
@@ -619,15 +619,16 @@ def _sample_split_macs(N, W, OH, OW):
 
 
 _MIN_PARALLEL = """min_parallel : int or None
-        Multiply-adds from which the parallel twin runs (default: this machine's
-        threshold, :func:`fastbp.kernels.machine_thresholds`); ``None`` leaves it out of
-        the compiled code (serial at any size, the same bits)."""
+        Multiply-adds from which the parallel twin runs; ``MACHINE_DEFAULT`` (-1, the
+        default): this machine's threshold (:func:`fastbp.kernels.machine_thresholds`);
+        ``None`` leaves the parallel twin out of the compiled code (serial at any size,
+        the same bits)."""
 _MIN_PARALLEL_COMPARISONS = _MIN_PARALLEL.replace("Multiply-adds", "Compared values")
 
 
 @njit(cache=True, nogil=True)
 @with_doc(conv_inputs=_CONV_INPUTS, min_parallel=_MIN_PARALLEL)
-def conv2d_forward(x, W, b, stride, pad, out, min_parallel=CONV_PARALLEL_MIN_MACS):
+def conv2d_forward(x, W, b, stride, pad, out, min_parallel=MACHINE_DEFAULT):
     """Convolution of a batch, the book's ``Convolution.forward``:
     ``out[n, f] = sum over c, ky, kx of W[f, c, ky, kx] * xpad[n, c, oy*s + ky, ox*s + kx]
     + b[f]``, with `x` zero-padded by `pad` on each side.
@@ -643,13 +644,13 @@ def conv2d_forward(x, W, b, stride, pad, out, min_parallel=CONV_PARALLEL_MIN_MAC
     """
     _conv_forward_run((x, W, b, stride, pad, out),
                       _sample_split_macs(x.shape[0], W, out.shape[2], out.shape[3]),
-                      min_parallel)
+                      resolved(min_parallel, CONV_PARALLEL_MIN_MACS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(min_parallel=_MIN_PARALLEL)
 def conv2d_backward(dout, x, W, stride, pad, dW, db, dx=None,
-                    min_parallel=CONV_PARALLEL_MIN_MACS):
+                    min_parallel=MACHINE_DEFAULT):
     """Gradients of :func:`conv2d_forward`: ``dW``, ``db`` and, if given, ``dx``.
 
     Parameters
@@ -667,15 +668,16 @@ def conv2d_backward(dout, x, W, stride, pad, dW, db, dx=None,
     {min_parallel}
     """
     macs = _conv_macs(x.shape[0], W, dout.shape[2], dout.shape[3])
-    _conv_dw_run((dout, x, stride, pad, dW, db), macs, min_parallel)
+    minimum = resolved(min_parallel, CONV_PARALLEL_MIN_MACS)
+    _conv_dw_run((dout, x, stride, pad, dW, db), macs, minimum)
     if dx is not None:
-        _conv_dx_run((dout, W, stride, pad, dx), macs, min_parallel)
+        _conv_dx_run((dout, W, stride, pad, dx), macs, minimum)
 
 
 @njit(cache=True, nogil=True)
 @with_doc(min_parallel=_MIN_PARALLEL_COMPARISONS)
 def maxpool_forward(x, pool_h, pool_w, stride, pad, out, argmax,
-                    min_parallel=CONV_PARALLEL_MIN_MACS):
+                    min_parallel=MACHINE_DEFAULT):
     """Max pooling, the book's ``Pooling.forward``: each output is the largest value of its
     ``pool_h x pool_w`` window (zero padding counts as values, as the book pads).
 
@@ -689,12 +691,13 @@ def maxpool_forward(x, pool_h, pool_w, stride, pad, out, argmax,
     {min_parallel}
     """
     _pool_forward_run((x, pool_h, pool_w, stride, pad, out, argmax),
-                      out.size * pool_h * pool_w, min_parallel)
+                      out.size * pool_h * pool_w,
+                      resolved(min_parallel, CONV_PARALLEL_MIN_MACS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(min_parallel=_MIN_PARALLEL.replace("Multiply-adds", "Elements of `dx`"))
-def maxpool_backward(dout, argmax, pool_w, stride, pad, dx, min_parallel=CONV_PARALLEL_MIN_MACS):
+def maxpool_backward(dout, argmax, pool_w, stride, pad, dx, min_parallel=MACHINE_DEFAULT):
     """Gradient of :func:`maxpool_forward`: each ``dout`` value goes to its window's maximum.
 
     Parameters
@@ -706,13 +709,14 @@ def maxpool_backward(dout, argmax, pool_w, stride, pad, dx, min_parallel=CONV_PA
     dx : ndarray, (N, C, H, W), dtype of `dout`, C-contiguous; written in place.
     {min_parallel}
     """
-    _pool_backward_run((dout, argmax, pool_w, stride, pad, dx), dx.size, min_parallel)
+    _pool_backward_run((dout, argmax, pool_w, stride, pad, dx), dx.size,
+                       resolved(min_parallel, CONV_PARALLEL_MIN_MACS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(conv_inputs=_CONV_INPUTS, min_parallel=_MIN_PARALLEL)
 def conv_relu_pool_forward(x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch, out,
-                           argmax, min_parallel=CONV_PARALLEL_MIN_MACS):
+                           argmax, min_parallel=MACHINE_DEFAULT):
     """``maxpool(relu(conv2d(x, W) + b))`` without storing the convolution output.
 
     Parameters
@@ -733,7 +737,8 @@ def conv_relu_pool_forward(x, W, b, stride, pad, pool_h, pool_w, pool_stride, sc
     OH = conv_output_size(x.shape[2], W.shape[2], stride, pad)
     OW = conv_output_size(x.shape[3], W.shape[3], stride, pad)
     _crp_forward_run((x, W, b, stride, pad, pool_h, pool_w, pool_stride, scratch, out, argmax),
-                     _sample_split_macs(x.shape[0], W, OH, OW), min_parallel)
+                     _sample_split_macs(x.shape[0], W, OH, OW),
+                     resolved(min_parallel, CONV_PARALLEL_MIN_MACS))
 
 
 @njit(cache=True, nogil=True)
@@ -748,7 +753,7 @@ def crp_backward_work_size(H, W, FH, stride, pad):
 @njit(cache=True, nogil=True)
 @with_doc(min_parallel=_MIN_PARALLEL)
 def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db, work,
-                            min_parallel=CONV_PARALLEL_MIN_MACS):
+                            min_parallel=MACHINE_DEFAULT):
     """``dW`` and ``db`` of :func:`conv_relu_pool_forward` (no input gradient).
 
     Parameters
@@ -771,7 +776,7 @@ def conv_relu_pool_backward(dout, x, out, argmax, stride, pad, pool_w, pool_stri
     macs = out.size * (dW.size // dW.shape[0])
     if stride == 1 and pad == 0:
         _crp_dense_run((dout, x, out, argmax, pool_w, pool_stride, dW, db, work), macs,
-                       min_parallel)
+                       resolved(min_parallel, CONV_PARALLEL_MIN_MACS))
     else:
         _crp_backward_run((dout, x, out, argmax, stride, pad, pool_w, pool_stride, dW, db),
-                          macs, min_parallel)
+                          macs, resolved(min_parallel, CONV_PARALLEL_MIN_MACS))

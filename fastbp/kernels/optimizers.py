@@ -29,15 +29,13 @@ element is computed on its own.
 import numpy as np
 from numba import njit, prange
 
-from ._compile import PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
+from ._compile import MACHINE_DEFAULT, PARALLEL_MIN_ELEMENTS, PARALLEL_MIN_HEAVY_ELEMENTS
 from ._docstrings import with_doc
-from ._dispatch import flat, twins_with_runner
+from ._dispatch import flat, resolved, twins_with_runner
 
 #: Optimizer codes of :func:`optimizer_update`, in the order of the book's chapter 6.
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = 0, 1, 2, 3, 4, 5
-#: ``min_parallel`` of :func:`optimizer_update` that stands for the default of the kind's
-#: own function (the two classes of elementwise thresholds, see the module docstring).
-KIND_DEFAULT = -1
+
 
 #: The book's ``1e-7`` that keeps AdaGrad's, RMSprop's and Adam's divisions finite.
 EPS = 1e-7
@@ -208,7 +206,7 @@ _adam_serial, _adam_parallel, _adam_run = twins_with_runner(_adam_body, error_mo
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def sgd_decay_update(param, grad, lr, decay=0.0,
-                     min_parallel=PARALLEL_MIN_ELEMENTS):
+                     min_parallel=MACHINE_DEFAULT):
     """SGD with weight decay: ``param -= lr * (grad + decay * param)``, in place.
 
     Parameters
@@ -217,16 +215,19 @@ def sgd_decay_update(param, grad, lr, decay=0.0,
     {lr}
     {decay_sgd} (the bits of :func:`sgd_update`).
     min_parallel : int or None
-        Elements from which the parallel twin runs; ``None`` leaves it out of the compiled
-        code (serial at any size, the same bits).
+        Elements from which the parallel twin runs; ``MACHINE_DEFAULT`` (-1, the default):
+        this machine's threshold of the function's class (module docstring); ``None``
+        leaves the parallel twin out of the compiled code (serial at any size, the same
+        bits). Every update function takes it.
     """
-    _sgd_decay_run((flat(param), flat(grad), lr, decay), param.size, min_parallel)
+    _sgd_decay_run((flat(param), flat(grad), lr, decay), param.size,
+        resolved(min_parallel, PARALLEL_MIN_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def momentum_update(param, grad, v, lr, momentum, decay=0.0,
-                    min_parallel=PARALLEL_MIN_ELEMENTS):
+                    min_parallel=MACHINE_DEFAULT):
     """Momentum SGD, in place: ``v = momentum*v - lr*g; param += v``.
 
     ``g = grad + decay * param``.
@@ -234,25 +235,27 @@ def momentum_update(param, grad, v, lr, momentum, decay=0.0,
     {velocity_parameters}
     {decay} ``Momentum``.
     """
-    _momentum_run((flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
+    _momentum_run((flat(param), flat(grad), flat(v), lr, momentum, decay), param.size,
+        resolved(min_parallel, PARALLEL_MIN_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
 def nesterov_update(param, grad, v, lr, momentum, decay=0.0,
-                    min_parallel=PARALLEL_MIN_ELEMENTS):
+                    min_parallel=MACHINE_DEFAULT):
     """Nesterov's accelerated gradient (the book's form), in place.
 
     ``param += momentum*momentum*v; param -= (1+momentum)*lr*g; v *= momentum;
     v -= lr*g`` with ``g = grad + decay * param``. The parameters are those of
     :func:`momentum_update` (`decay` 0 gives the book's ``Nesterov``).
     """
-    _nesterov_run((flat(param), flat(grad), flat(v), lr, momentum, decay), param.size, min_parallel)
+    _nesterov_run((flat(param), flat(grad), flat(v), lr, momentum, decay), param.size,
+        resolved(min_parallel, PARALLEL_MIN_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def adagrad_update(param, grad, h, lr, decay=0.0,
-                   min_parallel=PARALLEL_MIN_HEAVY_ELEMENTS):
+                   min_parallel=MACHINE_DEFAULT):
     """AdaGrad, in place: ``h += g*g; param -= lr*g / (sqrt(h) + EPS)``.
 
     ``g = grad + decay * param``.
@@ -265,13 +268,14 @@ def adagrad_update(param, grad, h, lr, decay=0.0,
     {lr}
     {decay} ``AdaGrad``.
     """
-    _adagrad_run((flat(param), flat(grad), flat(h), lr, decay), param.size, min_parallel)
+    _adagrad_run((flat(param), flat(grad), flat(h), lr, decay), param.size,
+        resolved(min_parallel, PARALLEL_MIN_HEAVY_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
-                   min_parallel=PARALLEL_MIN_HEAVY_ELEMENTS):
+                   min_parallel=MACHINE_DEFAULT):
     """RMSprop, in place.
 
     ``h *= decay_rate; h += (1-decay_rate)*g*g; param -= lr*g / (sqrt(h) + EPS)`` with
@@ -287,13 +291,14 @@ def rmsprop_update(param, grad, h, lr, decay_rate, decay=0.0,
         The book's ``decay_rate`` (0.99 by default there).
     {decay} ``RMSprop``.
     """
-    _rmsprop_run((flat(param), flat(grad), flat(h), lr, decay_rate, decay), param.size, min_parallel)
+    _rmsprop_run((flat(param), flat(grad), flat(h), lr, decay_rate, decay), param.size,
+        resolved(min_parallel, PARALLEL_MIN_HEAVY_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
-                min_parallel=PARALLEL_MIN_HEAVY_ELEMENTS):
+                min_parallel=MACHINE_DEFAULT):
     """Adam (the book's form), in place.
 
     ``m += (1-beta1)*(g-m); v += (1-beta2)*(g*g-v); param -= lr_t*m / (sqrt(v) + EPS)``
@@ -313,13 +318,14 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
     {decay} ``Adam``.
     """
     _adam_run((flat(param), flat(grad), flat(m), flat(v), lr_t, beta1, beta2, decay),
-              param.size, min_parallel)
+              param.size,
+        resolved(min_parallel, PARALLEL_MIN_HEAVY_ELEMENTS))
 
 
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
-                     min_parallel=KIND_DEFAULT):
+                     min_parallel=MACHINE_DEFAULT):
     """One update of the optimizer `kind` on `param`, in place: the fused steps' entry.
 
     Parameters
@@ -343,8 +349,8 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
     decay : float
         L2 weight-decay coefficient, folded into the gradient (0: the book's optimizer).
     min_parallel : int or None
-        Elements from which the parallel twin runs; :data:`KIND_DEFAULT` (the default):
-        the default of `kind`'s own function; ``None``: serial at any size.
+        Passed to `kind`'s own function: ``MACHINE_DEFAULT`` (the default) is its class's
+        threshold; ``None``: serial at any size.
 
     Raises
     ------
@@ -357,20 +363,6 @@ def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
     one step, and :meth:`~fastbp.optimizers.SGD.flat_state` returns ``(kind, state1,
     state2)``.
     """
-    if min_parallel is None:
-        _update_of_kind(kind, param, grad, state1, state2, lr, c1, c2, decay, None)
-    else:
-        _update_of_kind(kind, param, grad, state1, state2, lr, c1, c2, decay,
-                        _kind_default(kind) if min_parallel == KIND_DEFAULT else min_parallel)
-
-
-@njit(cache=True, nogil=True)
-def _kind_default(kind):
-    return PARALLEL_MIN_HEAVY_ELEMENTS if kind >= ADAGRAD else PARALLEL_MIN_ELEMENTS
-
-
-@njit(cache=True, nogil=True)
-def _update_of_kind(kind, param, grad, state1, state2, lr, c1, c2, decay, min_parallel):
     if kind == SGD:
         sgd_decay_update(param, grad, lr, decay, min_parallel)
     elif kind == MOMENTUM:
