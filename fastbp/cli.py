@@ -272,7 +272,7 @@ def _add_calibrate(sub):
                                    "sizes and save the crossovers as this machine's thresholds (keyed by CPU, "
                                    "Numba pool size and threading layer). New processes compile with them; "
                                    "the first run after calibrating compiles every kernel once more. Takes "
-                                   "about a minute.")
+                                   "well under a minute.")
     p.add_argument("--out", metavar="FILE",
                    help="calibration file to write (default FASTBP_THRESHOLDS, else "
                         "~/.cache/fastbp/thresholds.json)")

@@ -48,8 +48,7 @@ NEVER = 1 << 62
 #: class. One value for all, rather than each kernel's threshold as its default: Numba's
 #: dispatcher tells omitted integer defaults apart by type only (numba/numba#6173), so two
 #: kernels whose omitted defaults differ in value made the second one called from Python
-#: take Numba's slow dispatch path, 20-80 us a call (measured: relu_forward then
-#: adam_update with defaults 131 072 and 65 536).
+#: take Numba's slow dispatch path on every call (docs/decisions/thresholds.md).
 MACHINE_DEFAULT = -1
 
 #: The twin thresholds as measured on the development machine (2 vCPUs of an AMD Zen 4,
@@ -148,18 +147,19 @@ def machine_thresholds():
     (:class:`MachineThresholds`)."""
     return MACHINE_THRESHOLDS
 
+
 #: Element count from which a streaming elementwise kernel (ReLU, the activations'
 #: backwards, SGD, Momentum, Nesterov, BatchNorm, the dropout multiply) goes parallel.
 #: Below it the fork/join of Numba's pool costs more than the work
 #: (benchmarks/bench_activations.py, benchmarks/elementwise_bandwidth.py; calibrated with
-#: sgd_decay_update).
+#: sgd_decay_update and relu_forward).
 PARALLEL_MIN_ELEMENTS = MACHINE_THRESHOLDS.values["PARALLEL_MIN_ELEMENTS"]
 
 #: The same for elementwise kernels with an exponential, square root or division per
 #: element (sigmoid and tanh forward, softmax cross-entropy, AdaGrad, RMSprop, Adam, the
 #: dropout mask's generator): more work per element, so the pool pays from fewer elements.
 #: Here Adam's crossover was 2^15 elements and ReLU's 2^17 (docs/decisions/thresholds.md);
-#: calibrated with adam_update.
+#: calibrated with adam_update and sigmoid_forward.
 PARALLEL_MIN_HEAVY_ELEMENTS = MACHINE_THRESHOLDS.values["PARALLEL_MIN_HEAVY_ELEMENTS"]
 
 #: Parameters from which the optimizer pass inside a fused training step goes parallel.
