@@ -90,7 +90,9 @@ def _cases(n, dtype):
 
 # -- timing ------------------------------------------------------------------------------------
 
-def _calls_per_sample(fn, min_sample):
+def calls_per_sample(fn: Callable[[], object], min_sample: float) -> int:
+    """Calls of `fn` that take at least `min_sample` seconds together (doubling from 1;
+    at most 2^20)."""
     number = 1
     while True:
         t0 = time.perf_counter()
@@ -107,8 +109,8 @@ def time_pair(numpy_fn: Callable[[], object], fastbp_fn: Callable[[], object], r
     for _ in range(3):                      # compile / load every code path first
         numpy_fn()
         fastbp_fn()
-    n_np = _calls_per_sample(numpy_fn, min_sample)
-    n_fb = _calls_per_sample(fastbp_fn, min_sample)
+    n_np = calls_per_sample(numpy_fn, min_sample)
+    n_fb = calls_per_sample(fastbp_fn, min_sample)
     best = [float("inf"), float("inf")]
     clock = time.perf_counter
     for _ in range(repeat):

@@ -35,6 +35,7 @@ import numba
 import numpy as np
 
 from . import kernels
+from .bench import calls_per_sample
 from .kernels import (NEVER, SOURCE_TWIN_THRESHOLDS, calibration_path, machine_key,
                       machine_thresholds)
 
@@ -86,18 +87,6 @@ def crossover(timings, tolerance=0.1) -> int:
     return threshold
 
 
-def _seconds_per_call(fn, min_seconds):
-    calls = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-        calls *= 2
-
-
 def _time_twins(call, sizes, samples, min_seconds, progress):
     """:class:`Timing` for each size; `call(size, min_parallel)` returns a zero-argument
     function. Serial and parallel samples alternate, so drift hits both sides alike."""
@@ -105,10 +94,14 @@ def _time_twins(call, sizes, samples, min_seconds, progress):
     for size in sizes:
         serial, parallel = call(size, NEVER), call(size, 1)
         serial(), parallel()  # compiled and warm
+        number = {fn: calls_per_sample(fn, min_seconds) for fn in (serial, parallel)}
         s, p = [], []
         for i in range(samples):
             for fn, acc in ((serial, s), (parallel, p)) if i % 2 == 0 else ((parallel, p), (serial, s)):
-                acc.append(_seconds_per_call(fn, min_seconds))
+                start = time.perf_counter()
+                for _ in range(number[fn]):
+                    fn()
+                acc.append((time.perf_counter() - start) / number[fn])
         out.append(Timing(size, float(np.median(s)), float(np.median(p))))
         progress(f"  {size:>9,}: serial {out[-1].serial * 1e6:9.1f} us, parallel "
                  f"{out[-1].parallel * 1e6:9.1f} us")
