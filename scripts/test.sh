@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
-.venv/bin/python -m pytest -q "$@"
+# Two pytest processes (pytest-xdist; FASTBP_TEST_WORKERS=0 for one): most of the suite's
+# time is Numba compiling kernels, one function at a time per process. Each test file stays
+# in one process (--dist loadfile), so a file's kernels are compiled or loaded once.
+.venv/bin/python -m pytest -q -n "${FASTBP_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -22,6 +22,25 @@ compiled_only = pytest.mark.skipif(
     reason="about compiled code; NUMBA_DISABLE_JIT=1 runs the kernels as plain Python")
 
 
+#: Source for a child process (``python -c``): a Numba event listener appends the qualified
+#: name of every function compiled after it to the list ``compiled``.
+COMPILE_RECORDER = """
+from numba.core import event as _event
+
+
+class _Recorder(_event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    def on_end(self, ev):
+        pass
+
+
+compiled = []
+_event.register("numba:compile", _Recorder())
+"""
+
+
 def tol(dtype):
     return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
 
@@ -31,6 +50,21 @@ def layouts(a):
     wide = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype) if a.ndim else a
     wide[..., ::2] = a
     return {"C": a, "strided": wide[..., ::2]}
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_counts():
+    """Give the next test the thread counts this one started with. Some tests set them on
+    purpose (the CLI's ``--threads``, a sweep trial run in-process); with pytest-xdist the
+    order of tests in a process is not the file order, so none may rely on another's."""
+    from fastbp.kernels import gemm_threads, set_gemm_threads
+
+    numba_threads, blas_threads = numba.get_num_threads(), gemm_threads()
+    yield
+    if numba.get_num_threads() != numba_threads:
+        numba.set_num_threads(numba_threads)
+    if gemm_threads() != blas_threads:
+        set_gemm_threads(blas_threads)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from conftest import compiled_only
+from conftest import COMPILE_RECORDER, compiled_only
 
 pytestmark = compiled_only
 
@@ -125,17 +125,9 @@ def test_other_libraries_keep_numbas_behaviour(tmp_path):
     assert "numba: cannot cache function" in out.stdout
 
 
-TWIN_CALLS = textwrap.dedent("""
+TWIN_CALLS = COMPILE_RECORDER + textwrap.dedent("""
     import gc, json
     import numpy as np
-    from numba.core import event
-    compiled = []
-    class Count(event.Listener):
-        def on_start(self, ev):
-            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-        def on_end(self, ev):
-            pass
-    event.register("numba:compile", Count())
     from fastbp.kernels import adam_update, relu_forward
     from fastbp.kernels.optimizers import _adam_run
     gc.set_threshold(1)  # rebuilt objects are collected at once

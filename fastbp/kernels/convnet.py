@@ -27,7 +27,7 @@ from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward
                    crp_scratch_size, dot_reassoc)
 from ._sparse import gather_rows, list_stride
 from .onerow import one_row_backward_update_at
-from .optimizers import optimizer_update
+from .optimizers import optimizer_update, state_part
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 
 #: Entries of the ``layout`` vector: offsets into ``flat`` of W1 (FN, C, FH, FW), b1,
@@ -183,12 +183,6 @@ def _affine_backward(fused, kind, a, dz, flat, grads, state1, state2, w_off, lr,
 
 
 @njit(cache=True, nogil=True)
-def _state(state, lo, hi):
-    # an optimizer state's part at flat[lo:hi] (size 0: the optimizer has none)
-    return state[lo:hi] if state.size > 0 else state
-
-
-@njit(cache=True, nogil=True)
 def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1, state2,
                  lr, c1, c2):
     """Forward, backward and optimizer update of a SimpleConvNet on one batch.
@@ -274,8 +268,8 @@ def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1
                        (layout[B1_OFF], layout[B1_OFF] + fn),
                        (layout[B2_OFF], layout[B2_OFF] + hid),
                        (layout[B3_OFF], layout[B3_OFF] + out_n)):
-            optimizer_update(kind, flat[lo:hi], grads[lo:hi], _state(state1, lo, hi),
-                             _state(state2, lo, hi), lr, c1, c2, 0.0, None)
+            optimizer_update(kind, flat[lo:hi], grads[lo:hi], state_part(state1, lo, hi),
+                             state_part(state2, lo, hi), lr, c1, c2, 0.0, None)
     elif kind >= 0:
         optimizer_update(kind, flat, grads, state1, state2, lr, c1, c2, 0.0,
                          CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)

@@ -38,7 +38,7 @@ from .affine import column_sum, fill_zero, input_grad, product, weight_grad
 from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                         batchnorm_work_rows)
 from .dropout import dropout_backward, dropout_forward, dropout_mask
-from .optimizers import ADAM, STEP_OPTIMIZER_PARAMETERS, optimizer_update
+from .optimizers import ADAM, STEP_OPTIMIZER_PARAMETERS, optimizer_update, state_part
 from .rows import (IDENTITY, RELU, SIGMOID, SOFTMAX_CE, TANH, bias_act_rows, correct_rows,
                    output_rows, probability_rows)
 
@@ -406,9 +406,8 @@ def mlp_train_step(x, t, flat, grads, layout, stats, arena, masks, lists, table,
 
 @njit(cache=True, nogil=True)
 def _update(kind, flat, grads, state1, state2, lo, hi, lr, c1, c2, decay):
-    s1 = state1[lo:hi] if state1.size > 0 else state1
-    s2 = state2[lo:hi] if state2.size > 0 else state2
-    optimizer_update(kind, flat[lo:hi], grads[lo:hi], s1, s2, lr, c1, c2, decay,
+    optimizer_update(kind, flat[lo:hi], grads[lo:hi], state_part(state1, lo, hi),
+                     state_part(state2, lo, hi), lr, c1, c2, decay,
                      FUSED_UPDATE_PARALLEL_MIN_ELEMENTS)
 
 

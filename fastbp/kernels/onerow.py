@@ -15,7 +15,7 @@ from numba import njit, prange
 from ._compile import ONE_ROW_BLOCK_ELEMENTS
 from ._dispatch import twins_with_runner
 from .conv import dot_reassoc
-from .optimizers import optimizer_update
+from .optimizers import optimizer_update, state_part
 
 
 def _one_row_body(kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, relu_input):
@@ -34,9 +34,8 @@ def _one_row_body(kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, rel
             row = dW[k]
             for j in range(d_out):
                 row[j] = ak * dz[j]
-        s1 = state1[lo:hi] if state1.size > 0 else state1
-        s2 = state2[lo:hi] if state2.size > 0 else state2
-        optimizer_update(kind, W[lo:hi], dW[lo:hi], s1, s2, lr, c1, c2, decay, None)
+        optimizer_update(kind, W[lo:hi], dW[lo:hi], state_part(state1, lo, hi),
+                         state_part(state2, lo, hi), lr, c1, c2, decay, None)
 
 
 _one_row_serial, _one_row_parallel, _one_row_run = twins_with_runner(_one_row_body)

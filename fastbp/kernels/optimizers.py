@@ -322,6 +322,13 @@ def adam_update(param, grad, m, v, lr_t, beta1, beta2, decay=0.0,
         resolved(min_parallel, PARALLEL_MIN_HEAVY_ELEMENTS))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def state_part(state, lo, hi):
+    """``state[lo:hi]``, the part of an optimizer state that goes with ``param[lo:hi]``; a
+    size-0 `state` (the optimizer keeps none) is returned as it is."""
+    return state[lo:hi] if state.size > 0 else state
+
+
 @njit(cache=True, nogil=True)
 @with_doc(**_PARAMETER_DOCS)
 def optimizer_update(kind, param, grad, state1, state2, lr, c1, c2, decay,
