@@ -108,7 +108,9 @@ def _update_W2_small(h, dy, W2, lr, lists, stride):
         rank1_loops(-lr, h, dy, W2)
 
 
-@njit(cache=True, nogil=True)
+# _hidden_logits, _step_small and _step_blas are inlined into their callers: a call level
+# less to compile on a cold start (docs/decisions/cold-start.md).
+@njit(cache=True, nogil=True, inline="always")
 def _hidden_logits(x, W1, b1, W2, h, y, small, parallel=True):
     # h = relu(x @ W1 + b1) and y = h @ W2 (b2 not added): the forward pass shared by the
     # training step's BLAS path and count_correct. `small` takes the zero-skipping loops
@@ -202,7 +204,7 @@ def two_layer_step_paths(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, 
     return total / n
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _step_small(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss,
                 gradients):
     # two_layer_step up to SMALL_BATCH rows: no BLAS call.
@@ -238,7 +240,7 @@ def _step_small(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_
                   PARALLEL_MIN_ROWS)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _step_blas(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_loss,
                gradients, parallel):
     # two_layer_step above SMALL_BATCH rows: the two small products (h @ W2, dy @ W2.T) go

@@ -172,7 +172,10 @@ _relu_mask_serial, _relu_mask_parallel, _relu_mask_run = twins_with_runner(_relu
 _correct_serial, _correct_parallel, _correct_run = twins_with_runner(_correct_body)
 
 
-@njit(cache=True, nogil=True)
+# The entry points below are inlined into their callers (inline="always"): each is a call of
+# a twin runner, and every call level that is its own function makes a cold start compile its
+# callees again (docs/decisions/cold-start.md).
+@njit(cache=True, nogil=True, inline="always")
 def bias_act_rows(z, b, act, parallel=True, smooth=True):
     """``z = act(z + b)`` in place, row by row.
 
@@ -196,7 +199,7 @@ def bias_act_rows(z, b, act, parallel=True, smooth=True):
               PARALLEL_MIN_ROWS, parallel)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def softmax_rows(y, b, t, dy, row_loss, parallel=True):
     """``y += b``, then per row the softmax-cross-entropy loss and its gradient.
 
@@ -215,7 +218,7 @@ def softmax_rows(y, b, t, dy, row_loss, parallel=True):
               PARALLEL_MIN_ROWS, parallel)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def output_rows(y, b, t, dy, row_loss, out_kind, scale):
     """``y += b``, then per row the loss of the output `out_kind` and its gradient.
 
@@ -247,7 +250,7 @@ def output_rows(y, b, t, dy, row_loss, out_kind, scale):
                   PARALLEL_MIN_ROWS)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def probability_rows(y, b, out_kind):
     """``y = softmax(y + b)`` (:data:`SOFTMAX_CE`) or ``sigmoid(y + b)``
     (:data:`LOGISTIC_CE`) in place, row by row: the output layer at inference.
@@ -261,7 +264,7 @@ def probability_rows(y, b, out_kind):
     bias_act_rows(y, b, SIGMOID if out_kind == LOGISTIC_CE else _SOFTMAX)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def relu_mask_rows(h, dh, parallel=True):
     """``dh = 0`` where ``h <= 0``, in place (the ReLU backward from its output `h`);
     `parallel` as in :func:`bias_act_rows`."""
@@ -269,7 +272,7 @@ def relu_mask_rows(h, dh, parallel=True):
               PARALLEL_MIN_ROWS, parallel)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def correct_rows(y, b, t, hit, parallel=True):
     """``hit[i] = argmax(y[i] + b) == t[i]`` (ties to the first class, as ``np.argmax``);
     `parallel` as in :func:`bias_act_rows`."""
