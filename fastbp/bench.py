@@ -90,17 +90,21 @@ def _cases(n, dtype):
 
 # -- timing ------------------------------------------------------------------------------------
 
+def seconds_per_call(fn: Callable[[], object], number: int) -> float:
+    """Mean seconds of `number` back-to-back calls of `fn`."""
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
 def calls_per_sample(fn: Callable[[], object], min_sample: float) -> int:
     """Calls of `fn` that take at least `min_sample` seconds together (doubling from 1;
     at most 2^20)."""
     number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        if time.perf_counter() - t0 >= min_sample or number >= 1 << 20:
-            return number
+    while seconds_per_call(fn, number) * number < min_sample and number < 1 << 20:
         number *= 2
+    return number
 
 
 def time_pair(numpy_fn: Callable[[], object], fastbp_fn: Callable[[], object], repeat: int = 5,
@@ -112,13 +116,9 @@ def time_pair(numpy_fn: Callable[[], object], fastbp_fn: Callable[[], object], r
     n_np = calls_per_sample(numpy_fn, min_sample)
     n_fb = calls_per_sample(fastbp_fn, min_sample)
     best = [float("inf"), float("inf")]
-    clock = time.perf_counter
     for _ in range(repeat):
         for i, (fn, number) in enumerate(((numpy_fn, n_np), (fastbp_fn, n_fb))):
-            t0 = clock()
-            for _ in range(number):
-                fn()
-            best[i] = min(best[i], (clock() - t0) / number)
+            best[i] = min(best[i], seconds_per_call(fn, number))
     return best[0], best[1]
 
 

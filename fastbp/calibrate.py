@@ -29,13 +29,12 @@ import dataclasses
 import datetime
 import json
 import os
-import time
 
 import numba
 import numpy as np
 
 from . import kernels
-from .bench import calls_per_sample
+from .bench import calls_per_sample, seconds_per_call
 from .kernels import (NEVER, SOURCE_TWIN_THRESHOLDS, calibration_path, machine_key,
                       machine_thresholds)
 
@@ -98,10 +97,7 @@ def _time_twins(call, sizes, samples, min_seconds, progress):
         s, p = [], []
         for i in range(samples):
             for fn, acc in ((serial, s), (parallel, p)) if i % 2 == 0 else ((parallel, p), (serial, s)):
-                start = time.perf_counter()
-                for _ in range(number[fn]):
-                    fn()
-                acc.append((time.perf_counter() - start) / number[fn])
+                acc.append(seconds_per_call(fn, number[fn]))
         out.append(Timing(size, float(np.median(s)), float(np.median(p))))
         progress(f"  {size:>9,}: serial {out[-1].serial * 1e6:9.1f} us, parallel "
                  f"{out[-1].parallel * 1e6:9.1f} us")
