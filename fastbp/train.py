@@ -698,7 +698,8 @@ def _warm_up(net, optimizer, xb, tb, x_eval) -> float:
         (input_size, hidden_size), output_size = net.params["W1"].shape, net.params["W2"].shape[1]
         scratch = TwoLayerNet(input_size, hidden_size, output_size, dtype=net.params["W1"].dtype.type, seed=0)
         scratch.train_step(xb, tb, 0.1)  # lr must be > 0; the network is thrown away
-    # Both paths of the fused evaluation (listed products up to SMALL_BATCH rows, BLAS above).
+    # Both paths of the multi-layer and conv networks' fused evaluations (listed products
+    # or loops for a few rows, BLAS above; TwoLayerNet's takes BLAS at any size).
     for rows in (x_eval[:1], x_eval):
         accuracy(scratch, rows, np.zeros(rows.shape[0], np.int64))
     return time.perf_counter() - t0

@@ -23,7 +23,7 @@ import warnings
 import llvmlite.binding as llvm
 from numba import config, njit, threading_layer, types as nbtypes
 from numba.core.errors import TypingError
-from numba.extending import overload
+from numba.extending import intrinsic
 from numba.np.ufunc.parallel import _launch_threads
 
 # Start Numba's threading layer now (fastbp.threads has chosen it; the package __init__
@@ -255,20 +255,30 @@ def twins(body, **options):
     return serial, parallel
 
 
-def require_c_contiguous(*arrays):
-    """Compile-time check for Numba code: a TypingError unless every array argument is
-    typed C-contiguous (layout ``'C'``). Kernels that address memory by flat offsets (BLAS
-    calls, the intrinsics of ._sparse) would otherwise misread a strided view; inside
-    ``@njit`` code ``x[a:b, :]`` is typed ``'A'`` even when its memory is contiguous, so
-    pass ``np.ascontiguousarray(...)`` or ``x[a:b]``."""
+def _require_c_contiguous_python(*arrays):
+    """Without JIT (``NUMBA_DISABLE_JIT=1``) there are no layouts to check."""
 
 
-@overload(require_c_contiguous, jit_options={"cache": True})
-def _require_c_contiguous_overload(*arrays):
+@intrinsic
+def _require_c_contiguous_intrinsic(typingctx, *arrays):
     bad = [a for a in arrays if isinstance(a, nbtypes.Array) and a.layout != "C"]
     if bad:
         raise TypingError("fastbp kernels need C-contiguous arrays, got "
                           + ", ".join(map(str, bad))
                           + "; pass np.ascontiguousarray(...) (inside @njit code, slice "
                             "rows as x[a:b], not x[a:b, :])")
-    return lambda *arrays: None
+
+    def codegen(context, builder, signature, args):
+        return context.get_dummy_value()
+    return nbtypes.none(nbtypes.StarArgTuple.from_types(arrays)), codegen
+
+
+#: Compile-time check for Numba code: a TypingError unless every array argument is typed
+#: C-contiguous (layout ``'C'``). Kernels that address memory by flat offsets (BLAS calls,
+#: the intrinsics of ._sparse) would otherwise misread a strided view; inside ``@njit`` code
+#: ``x[a:b, :]`` is typed ``'A'`` even when its memory is contiguous, so pass
+#: ``np.ascontiguousarray(...)`` or ``x[a:b]``. An intrinsic, not an overload: it emits no
+#: code and is not a function of its own, which an overload was (compiled and linked
+#: once per argument tuple; about 0.2 s of a cold start, docs/decisions/cold-start.md).
+require_c_contiguous = (_require_c_contiguous_python if config.DISABLE_JIT
+                        else _require_c_contiguous_intrinsic)

@@ -111,17 +111,14 @@ def _update_W2_small(h, dy, W2, lr, lists, stride):
 # _hidden_logits, _step_small and _step_blas are inlined into their callers: a call level
 # less to compile on a cold start (docs/decisions/cold-start.md).
 @njit(cache=True, nogil=True, inline="always")
-def _hidden_logits(x, W1, b1, W2, h, y, small, parallel=True):
-    # h = relu(x @ W1 + b1) and y = h @ W2 (b2 not added): the forward pass shared by the
-    # training step's BLAS path and count_correct. `small` takes the zero-skipping loops
-    # for x @ W1; `parallel` as in two_layer_step.
+def _hidden_logits(x, W1, b1, W2, h, y, parallel=True):
+    # h = relu(x @ W1 + b1) and y = h @ W2 (b2 not added), through BLAS: the forward pass
+    # shared by the training step's BLAS path and count_correct; `parallel` as in
+    # two_layer_step.
     n, d = x.shape
     H = W1.shape[1]
     C = W2.shape[1]
-    if small:
-        matmul_loops(x, W1, h, False)
-    else:
-        gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
+    gemm(NO_TRANS, NO_TRANS, n, H, d, 1.0, x, d, W1, H, 0.0, h, H)
     bias_act_rows(h, b1, RELU, parallel, None)
     gemm(NO_TRANS, NO_TRANS, n, C, H, 1.0, h, H, W2, C, 0.0, y, C)
 
@@ -250,7 +247,7 @@ def _step_blas(x, t, W1, b1, W2, b2, lr, h, y, dy, dh, dW1, db1, dW2, db2, row_l
     n, d = x.shape
     H = W1.shape[1]
     C = W2.shape[1]
-    _hidden_logits(x, W1, b1, W2, h, y, False, parallel)
+    _hidden_logits(x, W1, b1, W2, h, y, parallel)
     softmax_rows(y, b2, t, dy, row_loss, parallel)
     gemm(NO_TRANS, TRANS, n, H, C, 1.0, dy, C, W2, C, 0.0, dh, H)
     relu_mask_rows(h, dh, parallel)
@@ -334,7 +331,7 @@ def count_correct(x, t, W1, b1, W2, b2, h, y, hit):
     # compiled). They are about 1 % of an evaluation (two GEMMs make the rest), and their
     # parallel twins saved nothing measurable but cost a large part of a cold start's
     # compilation (docs/decisions/cold-start.md).
-    _hidden_logits(x, W1, b1, W2, h, y, n <= SMALL_BATCH, None)
+    _hidden_logits(x, W1, b1, W2, h, y, None)
     correct_rows(y, b2, t, hit, None)
     total = 0
     for i in range(n):
