@@ -197,8 +197,10 @@ def paired_ratios(other: list, mine: list, gemm: bool) -> list[float]:
     return [m / o if gemm else o / m for o, m in zip(other, mine)]
 
 
-#: A run whose bare-GEMM slices differ by more than this factor within one batch size was
-#: disturbed by other work on the machine.
+#: A run whose bare-GEMM slices differ by more than this factor within one batch size ran on
+#: a machine whose speed moved: other work on the cores, or (on the 2-vCPU VM these pages
+#: were made on) the slow state of OpenBLAS's two threads
+#: (docs/decisions/dropped-one-blas-thread-small-gemms.md).
 BUSY_SPREAD = 1.5
 
 
@@ -244,10 +246,12 @@ def comparison_table(runs: dict) -> list[str]:
             lines.append("| " + " | ".join(row) + " |")
     busy = sorted({n for k in kinds for n in busy_batches(runs[k])})
     if busy:
-        lines += ["", f"**Disturbed run:** at batch {', '.join(map(str, busy))} the bare GEMMs' "
-                  f"slices differed by more than {BUSY_SPREAD}x between rounds: other work "
-                  "shared the cores, and those rows are not a measurement of fastbp. "
-                  "Regenerate this page on a quiet machine."]
+        lines += ["", f"**Unsteady machine:** at batch {', '.join(map(str, busy))} the bare "
+                  f"GEMMs' slices differed by more than {BUSY_SPREAD}x between rounds (other "
+                  "work on the cores, or the slow state of OpenBLAS's two threads on this "
+                  "VM: [record](decisions/dropped-one-blas-thread-small-gemms.md)), so the "
+                  "ratios of those rows moved with it: read their min-max, not only the "
+                  "median."]
     return lines
 
 
@@ -300,9 +304,8 @@ def render(machine: dict, comparisons: dict, asv: tuple[dict, dict] | None, args
                    "(above).") if pins else
             "No `OPENBLAS_CORETYPE` / `OPENBLAS_L2_SIZE` was set: OpenBLAS chose its own kernel."]
     if any(busy_batches(run) for runs in comparisons.values() for run in runs.values()):
-        out += ["", "> **This run was disturbed by other work on the machine** (see the notes "
-                "under the tables): treat its figures as preliminary and regenerate the page on "
-                "a quiet machine."]
+        out += ["", "> **The machine's speed moved during this run** (see the notes under the "
+                "tables): the rows named there are less certain than the others."]
     for model, runs in comparisons.items():
         any_run = next(iter(runs.values()))
         out += ["", f"## {any_run['title']}", "",

@@ -119,4 +119,15 @@ def test_perf_page_renders_sparse_and_dense_side_by_side(tmp_path):
     assert "| 100 | fastbp | 200.0 |" in page                  # median of the slices, us
     assert "| 1 | JAX jit | missing |" in page
     assert "No asv results found" in page
-    assert "Disturbed run" not in page                     # the GEMM slices agree
+    assert "Unsteady machine" not in page                  # the GEMM slices agree
+
+
+def test_perf_page_names_the_rows_of_an_unsteady_machine():
+    """Bare-GEMM slices more than BUSY_SPREAD apart at one batch size: that row is named and
+    the page says its speed moved; the other batch size is not named."""
+    pp = _perf_page()
+    run = _comparison("mnist-like", 5e-6, 9e-5)
+    run["seconds"]["gemm"]["100"] = [1e-4, 1e-4, 1e-4 * (pp.BUSY_SPREAD + 0.1)]
+    assert pp.busy_batches(run) == [100]
+    lines = "\n".join(pp.comparison_table({"mnist-like": run}))
+    assert "**Unsteady machine:** at batch 100 the bare GEMMs'" in lines
