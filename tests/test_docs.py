@@ -123,8 +123,8 @@ def test_perf_page_renders_sparse_and_dense_side_by_side(tmp_path):
 
 
 def test_perf_page_names_the_rows_of_an_unsteady_machine():
-    """Bare-GEMM slices more than BUSY_SPREAD apart at one batch size: that row is named and
-    the page says its speed moved; the other batch size is not named."""
+    """Bare-GEMM slices more than BUSY_SPREAD apart at one batch size: the note under the
+    table names that batch size and not the other."""
     pp = _perf_page()
     run = _comparison("mnist-like", 5e-6, 9e-5)
     run["seconds"]["gemm"]["100"] = [1e-4, 1e-4, 1e-4 * (pp.BUSY_SPREAD + 0.1)]
