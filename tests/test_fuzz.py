@@ -5,7 +5,9 @@ file fuzzes the arithmetic at sizes on both sides of every threshold in
 fastbp/kernels/_compile.py and of the kernels' own block sizes:
 
 * ``SMALL_BATCH`` (listed zero-skipping first layer) and above;
-* ``AFFINE_BLAS_MIN_FLOPS`` (hand-written loops below, BLAS from it on);
+* ``AFFINE_BLAS_MIN_FLOPS`` and, for layers with a side below ``AFFINE_NARROW_SIDE``,
+  ``AFFINE_NARROW_BLAS_MIN_FLOPS`` (hand-written loops below, BLAS from it on:
+  ``affine.blas_min_flops``);
 * ``PARALLEL_MIN_ROWS``, ``PARALLEL_MIN_ELEMENTS`` and ``PARALLEL_MIN_HEAVY_ELEMENTS`` (the
   parallel twins; their values are read at run time, calibrated or not): those cases
   also run with 1 Numba thread and with 2, and must give the same bits;
@@ -37,6 +39,7 @@ from hypothesis import strategies as st
 from fastbp import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet, optimizers
 from fastbp import kernels as K
 from fastbp.kernels import _compile as KC
+from fastbp.kernels import affine as KF
 from fastbp.kernels import batchnorm as KB
 
 import reference as R
@@ -197,8 +200,11 @@ def test_size_strategies_cross_every_threshold():
     assert min(COUNT_EDGES) < min(PME, PMH) and max(PME, PMH) <= max(COUNT_EDGES)
     assert max(rows) * 250 >= PME  # batchnorm's parallel twin (n * D, D up to 250)
     assert any(w % 8 for w in WIDTH_EDGES) and any(w > 16 and w % 16 for w in WIDTH_EDGES)
-    # affine: 1 x 1 x 1 is below the BLAS threshold, the largest case above it
+    # affine: 1 x 1 x 1 is below the BLAS threshold, the largest case above it; the same
+    # for layers with a side below AFFINE_NARROW_SIDE, and widths on both sides of that
     assert 1 < KC.AFFINE_BLAS_MIN_FLOPS <= max(rows) * 784 * max(WIDTH_EDGES)
+    assert min(WIDTH_EDGES) < KC.AFFINE_NARROW_SIDE <= max(WIDTH_EDGES)
+    assert 1 < KC.AFFINE_NARROW_BLAS_MIN_FLOPS <= max(rows) * 70 * min(WIDTH_EDGES)
     # the any-depth step: both sides with the largest and smallest layers
     assert max(rows) * 70 * 70 >= KC.AFFINE_BLAS_MIN_FLOPS
     # convolutions: the big shapes above CONV_PARALLEL_MIN_MACS, a 1 x 1 case below
@@ -283,7 +289,7 @@ def test_elementwise_kernels(data):
 @fuzz(0.5)
 @given(st.data())
 def test_affine_kernels(data):
-    """affine_forward / affine_backward / column_sum on both sides of AFFINE_BLAS_MIN_FLOPS;
+    """affine_forward / affine_backward / column_sum on both sides of blas_min_flops;
     with NaN/inf, the zero-skipping of the loops below it and IEEE products above it."""
     dtype = data.draw(st.sampled_from(FLOATS), label="dtype")
     n = data.draw(batch_sizes(), label="n")
@@ -297,8 +303,8 @@ def test_affine_kernels(data):
     W = inject(rng, normal(rng, (d, m), dtype, scale=0.1), specials())
     b = normal(rng, (m,), dtype)
     g = inject(rng, normal(rng, (n, m), dtype), specials())
-    skip = n * d * m < KC.AFFINE_BLAS_MIN_FLOPS
-    side("n*d*m", n * d * m, KC.AFFINE_BLAS_MIN_FLOPS)
+    skip = n * d * m < KF.blas_min_flops(d, m)
+    side("n*d*m", n * d * m, KF.blas_min_flops(d, m))
     event(f"specials: {not all(np.isfinite(a).all() for a in (x, W, g))}")
 
     out = np.empty((n, m), dtype)
@@ -589,8 +595,8 @@ NORMALIZING = (optimizers.AdaGrad, optimizers.RMSprop, optimizers.Adam)
 
 def fused_skip(l, n, d_in, d_out):
     """Which products of the any-depth step skip zero activations: the listed first layer
-    (n <= SMALL_BATCH) and every product below AFFINE_BLAS_MIN_FLOPS."""
-    return (l == 0 and n <= KC.SMALL_BATCH) or n * d_in * d_out < KC.AFFINE_BLAS_MIN_FLOPS
+    (n <= SMALL_BATCH) and every product below blas_min_flops of its layer."""
+    return (l == 0 and n <= KC.SMALL_BATCH) or n * d_in * d_out < KF.blas_min_flops(d_in, d_out)
 
 
 def multilayer_reference(net, x, t):
@@ -726,7 +732,7 @@ def test_multilayer_nets(data):
     row_events(n)
     event(f"activation {act}, output {output}")
     sizes = [d] + hidden + [C]
-    event(f"BLAS products: {any(n * a * b >= KC.AFFINE_BLAS_MIN_FLOPS for a, b in zip(sizes, sizes[1:]))}")
+    event(f"BLAS products: {any(n * a * b >= KF.blas_min_flops(a, b) for a, b in zip(sizes, sizes[1:]))}")
     event(f"optimizer {Opt.__name__}, batchnorm {bn}, dropout {dropout}")
     event(f"specials: {not np.isfinite(x).all()}")
 

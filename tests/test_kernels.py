@@ -230,14 +230,39 @@ def test_affine_loops_and_blas_paths(rng, n, dtype):
         np.testing.assert_allclose(got, ref, **tol(dtype))
     # Which path ran, seen in the results: the loops skip a zero input, so 0 x inf adds
     # nothing there, where OpenBLAS's gemm gives NaN. The dispatchers take gemm from
-    # AFFINE_BLAS_MIN_FLOPS multiply-adds (at this shape, from 4 rows with the default).
-    blas = n * d * m >= KF.AFFINE_BLAS_MIN_FLOPS
-    assert BATCHES[0] * d * m < KF.AFFINE_BLAS_MIN_FLOPS <= BATCHES[-1] * d * m  # both paths
+    # blas_min_flops multiply-adds (at this shape, from 4 rows with the default).
+    blas = n * d * m >= KF.blas_min_flops(d, m)
+    assert BATCHES[0] * d * m < KF.blas_min_flops(d, m) <= BATCHES[-1] * d * m  # both paths
     x[:, 5] = 0
     W[5, :] = np.inf
     K.affine_forward(x, W, b, out)
     assert np.isnan(out).all() if blas else np.isfinite(out).all()
     g[0, :] = np.inf
+    K.affine_backward(g, x, W, dW, db, dx)  # dW[5] = x[:, 5] @ g: 0 x inf in row 0
+    assert np.isnan(dW[5]).all() if blas else (dW[5] == 0).all()
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 100])
+def test_narrow_layer_takes_blas_from_a_few_rows(rng, n):
+    """A layer with a side below AFFINE_NARROW_SIDE (100 -> 10, an output layer) takes
+    gemm for all three products from AFFINE_NARROW_BLAS_MIN_FLOPS multiply-adds (5 rows
+    here), where the loops' 10-wide rows do not vectorize; 784 -> 50 stays in the loops up
+    to AFFINE_BLAS_MIN_FLOPS. The path shows in 0 x inf, as above."""
+    d, m = 100, 10
+    assert KF.blas_min_flops(d, m) == KF.AFFINE_NARROW_BLAS_MIN_FLOPS
+    assert KF.blas_min_flops(784, 50) == KF.AFFINE_BLAS_MIN_FLOPS
+    assert 4 * d * m < KF.AFFINE_NARROW_BLAS_MIN_FLOPS <= 5 * d * m
+    blas = n >= 5
+    x = rng.random((n, d)).astype(np.float32)
+    W = rng.random((d, m)).astype(np.float32)
+    x[:, 5] = 0
+    W[5, :] = np.inf
+    out = np.empty((n, m), np.float32)
+    K.affine_forward(x, W, np.zeros(m, np.float32), out)
+    assert np.isnan(out).all() if blas else np.isfinite(out).all()
+    g = rng.random((n, m)).astype(np.float32)
+    g[0, :] = np.inf
+    dW, db, dx = np.empty((d, m), np.float32), np.empty(m, np.float32), np.empty((n, d), np.float32)
     K.affine_backward(g, x, W, dW, db, dx)  # dW[5] = x[:, 5] @ g: 0 x inf in row 0
     assert np.isnan(dW[5]).all() if blas else (dW[5] == 0).all()
 

@@ -191,6 +191,18 @@ SMALL_BATCH = 24
 #: BLAS call's fixed cost dominates below (benchmarks/bench_affine.py).
 AFFINE_BLAS_MIN_FLOPS = 1 << 17
 
+#: Layers with fewer inputs or outputs than this are narrow (the 10 classes of an output
+#: layer): a hand-written loop over a row that short does not vectorize.
+AFFINE_NARROW_SIDE = 16
+
+#: Multiply-adds from which the three products of a narrow layer (AFFINE_NARROW_SIDE) call
+#: BLAS instead of the loops. The loops against ``gemm`` from compiled code, a 100 x 10
+#: layer, float32, one OpenBLAS thread (forward / weight gradient / input gradient, us): 2
+#: rows 0.53 / 0.57 / 0.55 against 0.14 / 0.63 / 0.59, 4 rows 1.00 / 0.86 / 0.80 against
+#: 0.24 / 0.55 / 0.68, 8 rows 1.7 / 2.5 / 2.5 against 0.4 / 0.8 / 0.9, 100 rows 29 / 29 /
+#: 34 against 3.3 / 3.2 / 4.0 (docs/decisions/blas-from-compiled-code.md).
+AFFINE_NARROW_BLAS_MIN_FLOPS = 1 << 12
+
 #: Multiply-adds from which a convolution or pooling kernel (fastbp.kernels.conv) runs its
 #: parallel twin (samples or filters over Numba's pool). Provisional: set from
 #: benchmarks/bench_conv.py (docs/decisions/convolution.md). The book's first layer at

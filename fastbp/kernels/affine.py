@@ -1,9 +1,11 @@
 """Batched affine layer ``Y = X W + b`` and its backward pass.
 
-Two code paths, picked by the amount of work (n * d * m multiply-adds):
+Two code paths, picked by the amount of work (n * d * m multiply-adds, against
+:func:`blas_min_flops` of the layer's shape):
 
-* tiny products (``< AFFINE_BLAS_MIN_FLOPS``, e.g. one or two MNIST rows against 784x50):
-  hand-written serial loops. The forward skips zero inputs (MNIST pixels are about 80 %
+* tiny products (``< AFFINE_BLAS_MIN_FLOPS``, e.g. one or two MNIST rows against 784x50;
+  for a layer with a side below ``AFFINE_NARROW_SIDE``, such as 10 outputs, up to about four
+  rows): hand-written serial loops. The forward skips zero inputs (MNIST pixels are about 80 %
   zeros) and adds the bias in the same pass that accumulates each output row.
 * everything larger: NumPy's OpenBLAS ``gemm`` called from compiled code
   (:mod:`._blas`). The forward writes the bias into each output row and lets ``gemm``
@@ -20,10 +22,10 @@ of BLAS threads (see :mod:`fastbp.threads`).
 from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
-from ._compile import AFFINE_BLAS_MIN_FLOPS, twins
+from ._compile import AFFINE_BLAS_MIN_FLOPS, AFFINE_NARROW_BLAS_MIN_FLOPS, AFFINE_NARROW_SIDE, twins
 
 
-# The hand-written products for work below AFFINE_BLAS_MIN_FLOPS, shared by the affine
+# The hand-written products for work below blas_min_flops, shared by the affine
 # kernels and both fused training steps. They skip zero inputs (most MNIST pixels, about
 # half of a ReLU layer's outputs) and sum each output in row order of the batch.
 
@@ -117,14 +119,27 @@ def fill_zero(a):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _blas_product(ta, tb, A, B, C, beta):
-    # C = op(A) @ op(B) + beta * C through BLAS when the product has at least
-    # AFFINE_BLAS_MIN_FLOPS multiply-adds; returns False (nothing done) below, where the
-    # caller's loops are faster. Sizes and leading dimensions follow from the C-contiguous
-    # shapes: the one place that spells out a gemm of the affine kernels.
+def blas_min_flops(d_in, d_out):
+    """Multiply-adds from which the products of a `d_in` x `d_out` affine layer (forward,
+    weight gradient, input gradient: each ``n * d_in * d_out``) call BLAS rather than the
+    hand-written loops: :data:`._compile.AFFINE_NARROW_BLAS_MIN_FLOPS` for a narrow layer
+    (a side below :data:`._compile.AFFINE_NARROW_SIDE`), else
+    :data:`._compile.AFFINE_BLAS_MIN_FLOPS`. One rule per layer, so its three products take
+    the same path."""
+    if min(d_in, d_out) < AFFINE_NARROW_SIDE:
+        return AFFINE_NARROW_BLAS_MIN_FLOPS
+    return AFFINE_BLAS_MIN_FLOPS
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _blas_product(ta, tb, A, B, C, beta, layer):
+    # C = op(A) @ op(B) + beta * C through BLAS from blas_min_flops multiply-adds of the
+    # layer whose weights (or their gradient) `layer` is; returns False (nothing done)
+    # below, where the caller's loops are faster. Sizes and leading dimensions follow from
+    # the C-contiguous shapes: the one place that spells out a gemm of the affine kernels.
     M, N = C.shape
     K = A.shape[0] if ta == TRANS else A.shape[1]
-    if M * N * K < AFFINE_BLAS_MIN_FLOPS:
+    if M * N * K < blas_min_flops(layer.shape[0], layer.shape[1]):
         return False
     gemm(ta, tb, M, N, K, 1.0, A, A.shape[1], B, B.shape[1], beta, C, N)
     return True
@@ -132,26 +147,26 @@ def _blas_product(ta, tb, A, B, C, beta):
 
 @njit(cache=True, nogil=True)
 def product(a, W, out):
-    """``out = a @ W``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
+    """``out = a @ W``: BLAS from :func:`blas_min_flops` multiply-adds, else
     :func:`matmul_loops`."""
-    if not _blas_product(NO_TRANS, NO_TRANS, a, W, out, 0.0):
+    if not _blas_product(NO_TRANS, NO_TRANS, a, W, out, 0.0, W):
         matmul_loops(a, W, out, False)
 
 
 @njit(cache=True, nogil=True)
 def weight_grad(a, dz, dW):
-    """``dW = a.T @ dz``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
+    """``dW = a.T @ dz``: BLAS from :func:`blas_min_flops` multiply-adds, else
     :func:`rank1_loops` row after row of the batch."""
-    if not _blas_product(TRANS, NO_TRANS, a, dz, dW, 0.0):
+    if not _blas_product(TRANS, NO_TRANS, a, dz, dW, 0.0, dW):
         fill_zero(dW)
         rank1_loops(1.0, a, dz, dW)
 
 
 @njit(cache=True, nogil=True)
 def input_grad(dz, W, da):
-    """``da = dz @ W.T``: BLAS from AFFINE_BLAS_MIN_FLOPS multiply-adds, else
+    """``da = dz @ W.T``: BLAS from :func:`blas_min_flops` multiply-adds, else
     :func:`matmul_t_loops`."""
-    if not _blas_product(NO_TRANS, TRANS, dz, W, da, 0.0):
+    if not _blas_product(NO_TRANS, TRANS, dz, W, da, 0.0, W):
         matmul_t_loops(dz, W, da)
 
 
@@ -188,7 +203,7 @@ def affine_forward(x, W, b, out):
     for i in range(n):
         for j in range(m):
             out[i, j] = b[j]
-    if not _blas_product(NO_TRANS, NO_TRANS, x, W, out, 1.0):
+    if not _blas_product(NO_TRANS, NO_TRANS, x, W, out, 1.0, W):
         matmul_loops(x, W, out, True)
 
 

@@ -18,7 +18,7 @@ Work space for a batch size lives in one float ``arena`` (plus ``masks`` for Dro
 ``lists`` for the zero-skipping first layer), carved by :func:`arena_layout`, which the
 Python side calls once per batch size: after warm-up a step allocates nothing.
 
-The products go to BLAS above :data:`._compile.AFFINE_BLAS_MIN_FLOPS` multiply-adds and
+The products go to BLAS from :func:`.affine.blas_min_flops` multiply-adds and
 are hand-written loops below; batches up to :data:`._compile.SMALL_BATCH` list each row's
 non-zero inputs once (:mod:`._sparse`) and use the list for ``x @ W1`` and for ``dW1``.
 BLAS is never called inside a parallel region; every row pass has a serial and a parallel
