@@ -196,11 +196,9 @@ AFFINE_BLAS_MIN_FLOPS = 1 << 17
 AFFINE_NARROW_SIDE = 16
 
 #: Multiply-adds from which the three products of a narrow layer (AFFINE_NARROW_SIDE) call
-#: BLAS instead of the loops. The loops against ``gemm`` from compiled code, a 100 x 10
-#: layer, float32, one OpenBLAS thread (forward / weight gradient / input gradient, us): 2
-#: rows 0.53 / 0.57 / 0.55 against 0.14 / 0.63 / 0.59, 4 rows 1.00 / 0.86 / 0.80 against
-#: 0.24 / 0.55 / 0.68, 8 rows 1.7 / 2.5 / 2.5 against 0.4 / 0.8 / 0.9, 100 rows 29 / 29 /
-#: 34 against 3.3 / 3.2 / 4.0 (docs/decisions/blas-from-compiled-code.md).
+#: BLAS instead of the loops: for a 100 x 10 layer, gemm won all three from 4 rows on and
+#: the loops only the two backward products of 1-2 rows (the loops against gemm from
+#: compiled code, one OpenBLAS thread; figures in docs/decisions/blas-from-compiled-code.md).
 AFFINE_NARROW_BLAS_MIN_FLOPS = 1 << 12
 
 #: Multiply-adds from which a convolution or pooling kernel (fastbp.kernels.conv) runs its
