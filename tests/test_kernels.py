@@ -231,14 +231,24 @@ def test_affine_loops_and_blas_paths(rng, n, dtype):
     # Which path ran, seen in the results: the loops skip a zero input, so 0 x inf adds
     # nothing there, where OpenBLAS's gemm gives NaN. The dispatchers take gemm from
     # blas_min_flops multiply-adds (at this shape, from 4 rows with the default).
-    blas = n * d * m >= KF.blas_min_flops(d, m)
     assert BATCHES[0] * d * m < KF.blas_min_flops(d, m) <= BATCHES[-1] * d * m  # both paths
+    _assert_path_ran(x, W, b, g, blas=n * d * m >= KF.blas_min_flops(d, m))
+
+
+def _assert_path_ran(x, W, b, g, blas):
+    """Whether gemm (`blas`) or the loops ran, seen in 0 x inf: with ``x[:, 5] = 0`` and
+    ``W[5] = inf`` the forward is NaN through gemm and finite through the loops, which skip
+    the zero input; with ``g[0] = inf`` too, ``dW[5] = x[:, 5] @ g`` is NaN or 0. Overwrites
+    column 5 of `x`, row 5 of `W` and row 0 of `g`."""
+    n, m = g.shape
     x[:, 5] = 0
     W[5, :] = np.inf
+    out = np.empty((n, m), x.dtype)
     K.affine_forward(x, W, b, out)
     assert np.isnan(out).all() if blas else np.isfinite(out).all()
     g[0, :] = np.inf
-    K.affine_backward(g, x, W, dW, db, dx)  # dW[5] = x[:, 5] @ g: 0 x inf in row 0
+    dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
+    K.affine_backward(g, x, W, dW, db, dx)
     assert np.isnan(dW[5]).all() if blas else (dW[5] == 0).all()
 
 
@@ -252,19 +262,10 @@ def test_narrow_layer_takes_blas_from_a_few_rows(rng, n):
     assert KF.blas_min_flops(d, m) == KF.AFFINE_NARROW_BLAS_MIN_FLOPS
     assert KF.blas_min_flops(784, 50) == KF.AFFINE_BLAS_MIN_FLOPS
     assert 4 * d * m < KF.AFFINE_NARROW_BLAS_MIN_FLOPS <= 5 * d * m
-    blas = n >= 5
     x = rng.random((n, d)).astype(np.float32)
     W = rng.random((d, m)).astype(np.float32)
-    x[:, 5] = 0
-    W[5, :] = np.inf
-    out = np.empty((n, m), np.float32)
-    K.affine_forward(x, W, np.zeros(m, np.float32), out)
-    assert np.isnan(out).all() if blas else np.isfinite(out).all()
     g = rng.random((n, m)).astype(np.float32)
-    g[0, :] = np.inf
-    dW, db, dx = np.empty((d, m), np.float32), np.empty(m, np.float32), np.empty((n, d), np.float32)
-    K.affine_backward(g, x, W, dW, db, dx)  # dW[5] = x[:, 5] @ g: 0 x inf in row 0
-    assert np.isnan(dW[5]).all() if blas else (dW[5] == 0).all()
+    _assert_path_ran(x, W, np.zeros(m, np.float32), g, blas=n >= 5)
 
 
 def test_network_twins_identical(rng):
