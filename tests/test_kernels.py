@@ -225,7 +225,7 @@ def test_affine_loops_and_blas_paths(rng, n, dtype):
     KF.matmul_loops(x, W, out, True)
     dW[...] = 0
     KF.rank1_loops(1.0, x, g, dW)
-    KF.matmul_t_loops(g, W, dx)
+    KF.input_grad_loops(g, W, dx, dx[:0])
     for got, ref in ((out, want), (dx, want_dx), (dW, want_dW)):
         np.testing.assert_allclose(got, ref, **tol(dtype))
     # Which path ran, seen in the results: the loops skip a zero input, so 0 x inf adds
@@ -250,6 +250,34 @@ def _assert_path_ran(x, W, b, g, blas):
     dW, db, dx = np.empty_like(W), np.empty_like(b), np.empty_like(x)
     K.affine_backward(g, x, W, dW, db, dx)
     assert np.isnan(dW[5]).all() if blas else (dW[5] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+def test_relu_input_grad_both_paths(rng, n, dtype):
+    """``relu_input_grad`` (the input gradient through the ReLU before a 100 x 100 layer) is
+    the book's ``Relu.backward`` of ``dz @ W.T`` on both paths: the loops (up to 13 rows),
+    which compute only the entries the ReLU passes, and gemm followed by the ReLU pass. A
+    NaN row of `W` behind a ReLU zero gives 0, as the book's mask assignment does."""
+    d, m = 100, 100
+    W = rng.standard_normal((d, m)).astype(dtype)
+    dz = rng.standard_normal((n, m)).astype(dtype)
+    h = np.maximum(rng.standard_normal((n, d)), 0).astype(dtype)
+    h[:, 3] = 0
+    W[3] = np.nan
+    want = dz.astype(np.float64) @ W.T.astype(np.float64)
+    want[h <= 0] = 0
+    da = np.full((n, d), np.inf, dtype)
+    KF.relu_input_grad(dz, W, da, h)
+    np.testing.assert_allclose(da, want, **tol(dtype))
+    assert (da[h <= 0] == 0).all()
+    # the loops with and without a gate, at any row count
+    KF.input_grad_loops(dz, W, da, h)
+    np.testing.assert_allclose(da, want, **tol(dtype))
+    KF.input_grad_loops(dz, W, da, h[:0])
+    assert np.isnan(da[:, 3]).all()
+    np.testing.assert_allclose(np.delete(da, 3, axis=1),
+                               np.delete(dz @ W.T, 3, axis=1), **tol(dtype))
 
 
 @pytest.mark.parametrize("n", [1, 4, 5, 100])

@@ -179,9 +179,12 @@ def test_book_update_and_fused_step_share_state():
         np.testing.assert_allclose(ours.params[k], twin.params[k], rtol=1e-9, atol=1e-12)
 
 
-def test_dropout_step_uses_fastbps_generator_and_is_deterministic():
+# 64 rows: the loop products (each ReLU taken with its input gradient); 300: BLAS, then the
+# ReLU pass; 1: the one-row weight gradients
+@pytest.mark.parametrize("n", (1, 64, 300))
+def test_dropout_step_uses_fastbps_generator_and_is_deterministic(n):
     cfg = dict(use_dropout=True, dropout_ration=0.4)
-    x, t = _data(64)
+    x, t = _data(n)
     runs = []
     for _ in range(2):
         net = MultiLayerNetExtend(40, [30, 20], 7, seed=5, **cfg)
@@ -195,10 +198,11 @@ def test_dropout_step_uses_fastbps_generator_and_is_deterministic():
     W1, b1, W2, b2, W3, b3 = (net.params[k] for k in ("W1", "b1", "W2", "b2", "W3", "b3"))
     masks = []
     for layer in range(2):
-        m = np.empty((64, (30, 20)[layer]), np.uint8)
+        m = np.empty((n, (30, 20)[layer]), np.uint8)
         dropout_mask(0.4, net.dropout_seed, 0 * 3 + layer, m)
         masks.append(m)
-    assert 0.45 < np.mean(masks[0]) < 0.75
+    if n > 1:
+        assert 0.45 < np.mean(masks[0]) < 0.75
     h1 = np.maximum(x @ W1 + b1, 0)
     a1 = h1 * masks[0]
     h2 = np.maximum(a1 @ W2 + b2, 0)
@@ -206,7 +210,7 @@ def test_dropout_step_uses_fastbps_generator_and_is_deterministic():
     y = a2 @ W3 + b3
     p = np.exp(y - y.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
-    dy = (p - np.eye(7)[t]) / 64
+    dy = (p - np.eye(7)[t]) / n
     da2 = dy @ W3.T * masks[1] * (h2 > 0)
     da1 = da2 @ W2.T * masks[0] * (h1 > 0)
     np.testing.assert_allclose(fused["W3"], a2.T @ dy, rtol=1e-9, atol=1e-13)

@@ -22,6 +22,7 @@ of BLAS threads (see :mod:`fastbp.threads`).
 from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
+from .activations import relu_backward
 from ._compile import AFFINE_BLAS_MIN_FLOPS, AFFINE_NARROW_BLAS_MIN_FLOPS, AFFINE_NARROW_SIDE, twins
 
 
@@ -68,46 +69,75 @@ def rank1_loops(alpha, a, g, W):
                     W[k, j] += s * g[i, j]
 
 
+#: Numba fastmath flags of the dot products that may be summed in any order: "reassoc" lets
+#: LLVM vectorize the reduction (a strict order keeps it scalar), "nsz" ignores the sign of a
+#: zero sum. Each sum is still one compiled loop run by one thread, so its order does not
+#: depend on the thread count.
+REDUCTION_FASTMATH = {"reassoc", "nsz"}
+
+
+@njit(cache=True, nogil=True, fastmath=REDUCTION_FASTMATH)
+def dot_reassoc(a, b, count):
+    """``sum(a[:count] * b[:count])`` summed in whatever order LLVM vectorizes it (the same
+    order on every call of this compiled code, so deterministic for a given machine, but
+    not the strict left-to-right order of ``np.dot``'s reference loops).
+
+    Parameters
+    ----------
+    a, b : ndarray, 1-D, one float dtype, at least `count` elements
+    count : int
+    """
+    s = a.dtype.type(0)
+    for p in range(count):
+        s += a[p] * b[p]
+    return s
+
+
 @njit(cache=True, nogil=True)
-def matmul_t_loops(g, W, out):
-    """``out = g @ W.T``: each element a dot product of two contiguous rows, summed in
-    column order. `g` (n, m), `W` (d, m), `out` (n, d)."""
-    # Eight outputs at a time: eight independent chains of adds instead of one (a strict
-    # order of additions keeps LLVM from vectorizing a single reduction), each element
-    # still summed in column order, so the bits of one dot product at a time (about twice
-    # as fast as one chain: docs/decisions/elementwise-kernels.md).
+def outer_rows(a, g, dW):
+    """``dW = outer(a, g)``: the weight gradient ``a.T @ dz`` of a one-row batch, each row
+    of `dW` written once (0 where ``a[k] == 0``: the zero inputs of a digit, the zeros of a
+    ReLU) instead of zeroing `dW` and adding to it.
+
+    Parameters
+    ----------
+    a : ndarray, (d,), float32 or float64
+    g : ndarray, (m,), dtype of `a`
+    dW : ndarray, (d, m), dtype of `a`, written in place.
+    """
+    m = g.shape[0]
+    for k in range(a.shape[0]):
+        ak = a[k]
+        row = dW[k]
+        if ak == 0:
+            for j in range(m):
+                row[j] = 0
+        else:
+            for j in range(m):
+                row[j] = ak * g[j]
+
+
+@njit(cache=True, nogil=True)
+def input_grad_loops(g, W, da, gate):
+    """``da = g @ W.T``, each output one :func:`dot_reassoc` of two contiguous rows (a strict
+    order of additions would keep each sum scalar: twice as slow), except where
+    ``gate <= 0``: there 0 is written, not computed. `gate` is the output of the ReLU before
+    the layer, whose backward writes 0 there whatever the product is.
+
+    Parameters
+    ----------
+    g : ndarray, (n, m), float32 or float64
+    W : ndarray, (d, m), dtype of `g`
+    da : ndarray, (n, d), dtype of `g`, written in place.
+    gate : ndarray, (n, d) or size 0, dtype of `g`
+        Size 0: every output is computed.
+    """
     n, m = g.shape
-    d = W.shape[0]
-    zero = out.dtype.type(0)
+    gated = gate.size > 0
     for i in range(n):
-        k = 0
-        while k + 8 <= d:
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = zero
-            for j in range(m):
-                gj = g[i, j]
-                a0 += gj * W[k, j]
-                a1 += gj * W[k + 1, j]
-                a2 += gj * W[k + 2, j]
-                a3 += gj * W[k + 3, j]
-                a4 += gj * W[k + 4, j]
-                a5 += gj * W[k + 5, j]
-                a6 += gj * W[k + 6, j]
-                a7 += gj * W[k + 7, j]
-            out[i, k] = a0
-            out[i, k + 1] = a1
-            out[i, k + 2] = a2
-            out[i, k + 3] = a3
-            out[i, k + 4] = a4
-            out[i, k + 5] = a5
-            out[i, k + 6] = a6
-            out[i, k + 7] = a7
-            k += 8
-        while k < d:
-            acc = zero
-            for j in range(m):
-                acc += g[i, j] * W[k, j]
-            out[i, k] = acc
-            k += 1
+        gi = g[i]
+        for k in range(W.shape[0]):
+            da[i, k] = 0 if gated and gate[i, k] <= 0 else dot_reassoc(W[k], gi, m)
 
 
 @njit(cache=True, nogil=True)
@@ -156,18 +186,41 @@ def product(a, W, out):
 @njit(cache=True, nogil=True)
 def weight_grad(a, dz, dW):
     """``dW = a.T @ dz``: BLAS from :func:`blas_min_flops` multiply-adds, else
-    :func:`rank1_loops` row after row of the batch."""
+    :func:`outer_rows` for one row, :func:`rank1_loops` row after row of the batch for more."""
     if not _blas_product(TRANS, NO_TRANS, a, dz, dW, 0.0, dW):
-        fill_zero(dW)
-        rank1_loops(1.0, a, dz, dW)
+        if a.shape[0] == 1:
+            outer_rows(a[0], dz[0], dW)
+        else:
+            fill_zero(dW)
+            rank1_loops(1.0, a, dz, dW)
 
 
 @njit(cache=True, nogil=True)
 def input_grad(dz, W, da):
     """``da = dz @ W.T``: BLAS from :func:`blas_min_flops` multiply-adds, else
-    :func:`matmul_t_loops`."""
+    :func:`input_grad_loops`."""
     if not _blas_product(NO_TRANS, TRANS, dz, W, da, 0.0, W):
-        matmul_t_loops(dz, W, da)
+        input_grad_loops(dz, W, da, da[:0])
+
+
+@njit(cache=True, nogil=True)
+def relu_input_grad(dz, W, da, h):
+    """``da = dz @ W.T`` through the ReLU before the layer: 0 where its output `h` is
+    ``<= 0`` (the book's ``Relu.backward``). BLAS from :func:`blas_min_flops` multiply-adds,
+    then the ReLU's backward pass; below, :func:`input_grad_loops` computes only the
+    outputs the ReLU passes.
+
+    Parameters
+    ----------
+    dz : ndarray, (n, m), float32 or float64, C-contiguous
+    W : ndarray, (d, m), dtype of `dz`, C-contiguous
+    da : ndarray, (n, d), dtype of `dz`, C-contiguous, written in place.
+    h : ndarray, (n, d), dtype of `dz`, C-contiguous: the ReLU's output.
+    """
+    if _blas_product(NO_TRANS, TRANS, dz, W, da, 0.0, W):
+        relu_backward(h, da, da)
+    else:
+        input_grad_loops(dz, W, da, h)
 
 
 @njit(cache=True, nogil=True)

@@ -27,6 +27,7 @@ from numba import njit, prange
 from ._compile import CONV_PARALLEL_MIN_MACS, MACHINE_DEFAULT, twins
 from ._dispatch import resolved, twin_runner
 from ._docstrings import with_doc
+from .affine import REDUCTION_FASTMATH, dot_reassoc
 
 #: The input, filters and bias of the forward kernels' docstrings.
 _CONV_INPUTS = """x : ndarray, (N, C, H, W), float32 or float64, C-contiguous
@@ -503,20 +504,14 @@ def _crp_backward_body(dout, x, out, argmax, stride, pad, pool_w, pool_stride, d
         db[f] = s
 
 
-# The dot products of the dense backward may be summed in any order LLVM vectorizes them
-# in ("reassoc"; "nsz": the sign of a zero sum): a strict order keeps a reduction scalar.
-# Each filter's gradient is still computed by one thread with this one compiled loop, so
-# the bits do not depend on the thread count (tests/test_conv.py checks the twins).
-
-
 _crp_backward_serial, _crp_backward_parallel = twins(_crp_backward_body)
 _crp_backward_run = twin_runner(_crp_backward_serial, _crp_backward_parallel)
 
 
-_REDUCE = {"reassoc", "nsz"}
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
+# The dot products of the dense backward are summed in any order (REDUCTION_FASTMATH).
+# Each filter's gradient is still computed by one thread with one compiled loop, so the
+# bits do not depend on the thread count (tests/test_conv.py checks the twins).
+@njit(cache=True, nogil=True, fastmath=REDUCTION_FASTMATH)
 def _dot4(a, b0, b1, b2, b3, count):
     # four dot products of `a` with four shifted views, sharing the loads of `a`
     s0 = s1 = s2 = s3 = a.dtype.type(0)
@@ -527,23 +522,6 @@ def _dot4(a, b0, b1, b2, b3, count):
         s2 += ap * b2[p]
         s3 += ap * b3[p]
     return s0, s1, s2, s3
-
-
-@njit(cache=True, nogil=True, fastmath=_REDUCE)
-def dot_reassoc(a, b, count):
-    """``sum(a[:count] * b[:count])`` summed in whatever order LLVM vectorizes it (the same
-    order on every call of this compiled code, so deterministic for a given machine, but
-    not the strict left-to-right order of ``np.dot``'s reference loops).
-
-    Parameters
-    ----------
-    a, b : ndarray, 1-D, one float dtype, at least `count` elements
-    count : int
-    """
-    s = a.dtype.type(0)
-    for p in range(count):
-        s += a[p] * b[p]
-    return s
 
 
 def _crp_backward_dense_body(dout, x, out, argmax, pool_w, pool_stride, dW, db, work):

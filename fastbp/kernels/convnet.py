@@ -21,10 +21,10 @@ from numba import njit
 from ._compile import CONVNET_BLAS_THREADS  # noqa: F401
 from ._compile import (CONVNET_LOOP_MAX_ROWS, CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS,
                        require_c_contiguous)
-from .affine import (column_sum, fill_zero, input_grad, matmul_loops, product, rank1_loops,
-                     weight_grad)
+from .affine import (column_sum, fill_zero, input_grad_loops, input_grad, matmul_loops,
+                     outer_rows, product, rank1_loops, weight_grad)
 from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward_work_size,
-                   crp_scratch_size, dot_reassoc)
+                   crp_scratch_size)
 from ._sparse import gather_rows, list_stride
 from .onerow import one_row_backward_update_at
 from .optimizers import optimizer_update, state_part
@@ -96,21 +96,10 @@ def _product(a, W, out, lists):
 
 @njit(cache=True, nogil=True)
 def _weight_grad(a, dz, dW):
-    # dW = a.T @ dz; for one row each row of dW written once, a[0, k] * dz[0] (zero rows
-    # for the ReLU's zeros), instead of zeroing dW and adding to it
-    n, d = a.shape
+    # dW = a.T @ dz; loops up to CONVNET_LOOP_MAX_ROWS (BLAS was slower at one row)
+    n = a.shape[0]
     if n == 1:
-        m = dz.shape[1]
-        g = dz[0]
-        for k in range(d):
-            ak = a[0, k]
-            row = dW[k]
-            if ak == 0:
-                for j in range(m):
-                    row[j] = 0
-            else:
-                for j in range(m):
-                    row[j] = ak * g[j]
+        outer_rows(a[0], dz[0], dW)
     elif n <= CONVNET_LOOP_MAX_ROWS:
         fill_zero(dW)
         rank1_loops(1.0, a, dz, dW)
@@ -120,16 +109,9 @@ def _weight_grad(a, dz, dW):
 
 @njit(cache=True, nogil=True)
 def _input_grad(dz, W, da, a):
-    # da = dz @ W.T except where the layer's input `a` is <= 0 (there the ReLU before the
-    # layer drops the gradient: 0 is written, not computed). For few rows each output is a
-    # vectorized dot product of two contiguous rows (matmul_t_loops keeps each sum in strict
-    # order: 2x slower here).
-    n, m = dz.shape
-    if n <= CONVNET_LOOP_MAX_ROWS:
-        for i in range(n):
-            dzi = dz[i]
-            for k in range(W.shape[0]):
-                da[i, k] = 0 if a[i, k] <= 0 else dot_reassoc(W[k], dzi, m)
+    # da = dz @ W.T, 0 where the ReLU output `a` is 0; loops up to CONVNET_LOOP_MAX_ROWS
+    if dz.shape[0] <= CONVNET_LOOP_MAX_ROWS:
+        input_grad_loops(dz, W, da, a)
     else:
         input_grad(dz, W, da)
 

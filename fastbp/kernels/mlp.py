@@ -34,7 +34,8 @@ from ._compile import FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH, require_c
 from ._sparse import gather_rows, list_stride, scatter_rows
 from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
                           tanh_backward, tanh_forward)
-from .affine import column_sum, fill_zero, input_grad, product, weight_grad
+from .affine import (column_sum, fill_zero, input_grad, product, relu_input_grad,
+                     weight_grad)
 from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
                         batchnorm_work_rows)
 from .dropout import dropout_backward, dropout_forward, dropout_mask
@@ -345,11 +346,11 @@ def mlp_train_step(x, t, flat, grads, layout, stats, arena, masks, lists, table,
         column_sum(dz, grads[b0:b0 + d])
         gW = _matrix(grads, w0, d_in, d)
         if l == 0:
-            if lists.size > 0:
+            if lists.size > 0 and n > 1:
                 fill_zero(gW)
                 scatter_rows(gW.dtype.type(1.0), x, lists, dz, gW)
             else:
-                weight_grad(x, dz, gW)
+                weight_grad(x, dz, gW)  # one row: each row of gW written once
             break
         p = l - 1  # the hidden layer whose output feeds layer l
         a_off = table[p, A_OFF] if table[p, A_OFF] >= 0 else table[p, H_OFF]
@@ -357,11 +358,18 @@ def mlp_train_step(x, t, flat, grads, layout, stats, arena, masks, lists, table,
         weight_grad(a, dz, gW)
         da = _matrix(arena, table[yr, 2] if ping else table[yr, 3], n, d_in)
         ping = not ping
-        input_grad(dz, _matrix(flat, w0, d_in, d), da)
+        W = _matrix(flat, w0, d_in, d)
         h = _matrix(arena, table[p, H_OFF], n, d_in)
+        if act == RELU:
+            # The ReLU's backward taken with the product (the loops then compute only the
+            # entries it passes); before Dropout's, which multiplies: the same values.
+            relu_input_grad(dz, W, da, h)
+        else:
+            input_grad(dz, W, da)
         if table[p, MASK_OFF] >= 0:
             dropout_backward(da, _matrix(masks, table[p, MASK_OFF], n, d_in), da)
-        _activation_backward(h, da, act)
+        if act != RELU:
+            _activation_backward(h, da, act)
         if layout[p, GAMMA_OFF] >= 0:
             g0 = layout[p, GAMMA_OFF]
             be0 = layout[p, BETA_OFF]

@@ -14,7 +14,7 @@ from numba import njit, prange
 
 from ._compile import ONE_ROW_BLOCK_ELEMENTS
 from ._dispatch import twins_with_runner
-from .conv import dot_reassoc
+from .affine import dot_reassoc
 from .optimizers import optimizer_update, state_part
 
 
@@ -76,7 +76,7 @@ def one_row_backward_update(kind, a, dz, W, dW, state1, state2, lr, c1, c2, deca
     Notes
     -----
     Each ``da[k]`` is a dot product summed in the order LLVM vectorizes it
-    (:func:`.conv.dot_reassoc`), the same on every call on one machine, not the strict
+    (:func:`.affine.dot_reassoc`), the same on every call on one machine, not the strict
     left-to-right order.
     """
     _one_row_run((kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, relu_input),
