@@ -48,6 +48,14 @@ class _Workspace(NamedTuple):
     row_loss: np.ndarray
 
 
+
+def _book_grad_order(key):
+    """Sort key of a parameter name in the book's gradient dicts: by layer, then W, b,
+    gamma, beta."""
+    name = key.rstrip("0123456789")
+    return int(key[len(name):]), ("W", "b", "gamma", "beta").index(name)
+
+
 class MultiLayerNet:
     """Fully connected network: (Affine - activation) x n - Affine - SoftmaxWithLoss.
 
@@ -354,10 +362,30 @@ class MultiLayerNet:
         return correct / float(n)
 
     def numerical_gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
+        """The book's central differences of ``loss(x, t, train_flg=True)`` over every
+        parameter (two losses per element).
+
+        Without Dropout each loss is one compiled forward pass (the fused step's, without an
+        update): the layer path's loss to rounding, BatchNorm's running statistics updated
+        as the layers update them. With Dropout each loss goes through the layers, which draw
+        their masks from ``np.random`` as the book's do.
+        """
         self._layer_path()
-        loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731  (the book's form)
+        if self.use_dropout:
+            loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731  (the book's form)
+        else:
+            xb, tb = self._checked_batch(x, t)
+            work = self._workspace(xb.shape[0])
+            empty = self._flat[:0]
+            loss_W = lambda W: self._fused(xb, tb, -1, empty, empty, 0.0, 0.0, 0.0, work)  # noqa: E731
         self._sync_params()
-        return {k: _numerical_gradient(loss_W, v) for k, v in self.params.items()}
+        step = self.dropout_step  # counted by _fused; this network has no Dropout to advance
+        try:
+            # the book's order: W, b (gamma, beta) of each layer in turn
+            return {k: _numerical_gradient(loss_W, self.params[k])
+                    for k in sorted(self.params, key=_book_grad_order)}
+        finally:
+            self.dropout_step = step
 
     def gradient(self, x: ArrayLike, t: ArrayLike) -> dict[str, np.ndarray]:
         """The book's backpropagation through the layers (``train_flg=True``)."""

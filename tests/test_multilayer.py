@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from fastbp import MultiLayerNet, MultiLayerNetExtend, optimizers
+from fastbp.gradient import numerical_gradient
 from fastbp.kernels import _compile as KC
 from fastbp.kernels import dropout_mask
 
@@ -77,6 +78,28 @@ def test_gradient_and_loss_equal_the_books(cfg):
     b = theirs.loss(x, t, **flg)
     assert a == pytest.approx(b, abs=1e-5)  # the book adds 1e-7 to p inside its log
     assert ours.accuracy(x, t) == theirs.accuracy(x, t)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS + [dict(use_dropout=True, dropout_ration=0.3)])
+def test_numerical_gradient_equals_the_layer_paths(cfg):
+    """numerical_gradient takes each loss from the compiled forward pass (the layers' with
+    Dropout, whose masks come from np.random): the central differences of the layer path's
+    loss, and BatchNorm's running statistics advance as the layers advance them."""
+    ours, theirs = _pair(cfg, hidden=(12, 9))
+    twin, _ = _pair(cfg, hidden=(12, 9))
+    x, t = _data(3)
+    book_order = list(theirs.gradient(x, t))  # W, b, gamma, beta per layer
+    np.random.seed(4)
+    got = ours.numerical_gradient(x, t)
+    assert (ours.layers["Affine1"].x is None) == (not ours.use_dropout)  # which path ran
+    np.random.seed(4)
+    want = {k: numerical_gradient(lambda W: twin.loss(x, t, train_flg=True), twin.params[k])
+            for k in book_order}
+    assert list(got) == list(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-7, atol=1e-9, err_msg=k)
+    for k, v in twin.get_state().items():
+        np.testing.assert_allclose(ours.get_state()[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
 
 
 @pytest.mark.parametrize("n", SIZES)
