@@ -24,7 +24,7 @@ import warnings
 import numba
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -823,6 +823,14 @@ def test_two_layer_net(data):
     got = run(lambda: fn(*args))
     x64 = np.asarray(x, np.float64).astype(dtype).astype(np.float64)
     p64 = {k: v.astype(np.float64) for k, v in before.items()}
+    # The ReLU's kink: where the hidden pre-activation is positive in float64 but rounds or
+    # underflows to 0 in the net's dtype (a float32 subnormal input times a small weight),
+    # the two arithmetics legitimately gate differently; such a case tests nothing here.
+    with quiet():
+        z64 = x64 @ p64["W1"] + p64["b1"]
+        z_dtype = x64.astype(dtype) @ before["W1"] + before["b1"]
+        both = np.isfinite(z64) & np.isfinite(z_dtype)
+        assume(np.array_equal((z64 > 0)[both], (z_dtype > 0)[both]))
     # Every product here is below AFFINE_BLAS_MIN_FLOPS and every batch within SMALL_BATCH:
     # the hand-written loops, which skip zero inputs (0 x inf adds nothing), so the
     # reference does too; NaN and inf must then be exactly where the reference has them.
