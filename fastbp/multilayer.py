@@ -48,7 +48,6 @@ class _Workspace(NamedTuple):
     row_loss: np.ndarray
 
 
-
 def _book_grad_order(key):
     """Sort key of a parameter name in the book's gradient dicts: by layer, then W, b,
     gamma, beta."""
@@ -365,9 +364,9 @@ class MultiLayerNet:
         """The book's central differences of ``loss(x, t, train_flg=True)`` over every
         parameter (two losses per element).
 
-        Without Dropout each loss is one compiled forward pass (the fused step's, without an
-        update): the layer path's loss to rounding, BatchNorm's running statistics updated
-        as the layers update them. With Dropout each loss goes through the layers, which draw
+        Without Dropout each loss is one call of the compiled fused step without an update
+        (its gradients unused): the layer path's loss to rounding, BatchNorm's running
+        statistics updated as the layers update them. With Dropout each loss goes through the layers, which draw
         their masks from ``np.random`` as the book's do.
         """
         self._layer_path()

@@ -22,8 +22,8 @@ of BLAS threads (see :mod:`fastbp.threads`).
 from numba import njit, prange
 
 from ._blas import NO_TRANS, TRANS, gemm
-from .activations import relu_backward
 from ._compile import AFFINE_BLAS_MIN_FLOPS, AFFINE_NARROW_BLAS_MIN_FLOPS, AFFINE_NARROW_SIDE, twins
+from .activations import relu_backward
 
 
 # The hand-written products for work below blas_min_flops, shared by the affine
