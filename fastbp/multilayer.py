@@ -366,8 +366,8 @@ class MultiLayerNet:
 
         Without Dropout each loss is one call of the compiled fused step without an update
         (its gradients unused): the layer path's loss to rounding, BatchNorm's running
-        statistics updated as the layers update them. With Dropout each loss goes through the layers, which draw
-        their masks from ``np.random`` as the book's do.
+        statistics updated as the layers update them. With Dropout each loss goes through
+        the layers, which draw their masks from ``np.random`` as the book's do.
         """
         self._layer_path()
         if self.use_dropout:

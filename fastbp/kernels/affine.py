@@ -184,15 +184,22 @@ def product(a, W, out):
 
 
 @njit(cache=True, nogil=True)
+def weight_grad_loops(a, dz, dW):
+    """``dW = a.T @ dz`` without BLAS: :func:`outer_rows` for one row, else zeroed and
+    :func:`rank1_loops` row after row of the batch."""
+    if a.shape[0] == 1:
+        outer_rows(a[0], dz[0], dW)
+    else:
+        fill_zero(dW)
+        rank1_loops(1.0, a, dz, dW)
+
+
+@njit(cache=True, nogil=True)
 def weight_grad(a, dz, dW):
     """``dW = a.T @ dz``: BLAS from :func:`blas_min_flops` multiply-adds, else
-    :func:`outer_rows` for one row, :func:`rank1_loops` row after row of the batch for more."""
+    :func:`weight_grad_loops`."""
     if not _blas_product(TRANS, NO_TRANS, a, dz, dW, 0.0, dW):
-        if a.shape[0] == 1:
-            outer_rows(a[0], dz[0], dW)
-        else:
-            fill_zero(dW)
-            rank1_loops(1.0, a, dz, dW)
+        weight_grad_loops(a, dz, dW)
 
 
 @njit(cache=True, nogil=True)

@@ -21,8 +21,8 @@ from numba import njit
 from ._compile import CONVNET_BLAS_THREADS  # noqa: F401
 from ._compile import (CONVNET_LOOP_MAX_ROWS, CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS,
                        require_c_contiguous)
-from .affine import (column_sum, fill_zero, input_grad_loops, input_grad, matmul_loops,
-                     outer_rows, product, rank1_loops, weight_grad)
+from .affine import (column_sum, input_grad, input_grad_loops, matmul_loops, product,
+                     weight_grad, weight_grad_loops)
 from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward_work_size,
                    crp_scratch_size)
 from ._sparse import gather_rows, list_stride
@@ -97,19 +97,16 @@ def _product(a, W, out, lists):
 @njit(cache=True, nogil=True)
 def _weight_grad(a, dz, dW):
     # dW = a.T @ dz; loops up to CONVNET_LOOP_MAX_ROWS (BLAS was slower at one row)
-    n = a.shape[0]
-    if n == 1:
-        outer_rows(a[0], dz[0], dW)
-    elif n <= CONVNET_LOOP_MAX_ROWS:
-        fill_zero(dW)
-        rank1_loops(1.0, a, dz, dW)
+    if a.shape[0] <= CONVNET_LOOP_MAX_ROWS:
+        weight_grad_loops(a, dz, dW)
     else:
         weight_grad(a, dz, dW)
 
 
 @njit(cache=True, nogil=True)
 def _input_grad(dz, W, da, a):
-    # da = dz @ W.T, 0 where the ReLU output `a` is 0; loops up to CONVNET_LOOP_MAX_ROWS
+    # da = dz @ W.T; loops up to CONVNET_LOOP_MAX_ROWS, which write 0 without the product
+    # where the ReLU output `a` is 0 (the caller's ReLU mask zeroes those entries anyway)
     if dz.shape[0] <= CONVNET_LOOP_MAX_ROWS:
         input_grad_loops(dz, W, da, a)
     else:

@@ -32,8 +32,8 @@ from ._docstrings import with_doc
 
 from ._compile import FUSED_UPDATE_PARALLEL_MIN_ELEMENTS, SMALL_BATCH, require_c_contiguous
 from ._sparse import gather_rows, list_stride, scatter_rows
-from .activations import (relu_backward, relu_forward, sigmoid_backward, sigmoid_forward,
-                          tanh_backward, tanh_forward)
+from .activations import (relu_forward, sigmoid_backward, sigmoid_forward, tanh_backward,
+                          tanh_forward)
 from .affine import (column_sum, fill_zero, input_grad, product, relu_input_grad,
                      weight_grad)
 from .batchnorm import (batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train,
@@ -141,10 +141,9 @@ def _activate(h, act):
 
 @njit(cache=True, nogil=True)
 def _activation_backward(h, da, act):
-    # da *= act'(z), from the activation's output h, in place
-    if act == RELU:
-        relu_backward(h, da, da)
-    elif act == SIGMOID:
+    # da *= act'(z), from the activation's output h, in place; the ReLU's backward is taken
+    # with the input gradient (affine.relu_input_grad)
+    if act == SIGMOID:
         sigmoid_backward(h, da, da)
     elif act == TANH:
         tanh_backward(h, da, da)
@@ -368,8 +367,7 @@ def mlp_train_step(x, t, flat, grads, layout, stats, arena, masks, lists, table,
             input_grad(dz, W, da)
         if table[p, MASK_OFF] >= 0:
             dropout_backward(da, _matrix(masks, table[p, MASK_OFF], n, d_in), da)
-        if act != RELU:
-            _activation_backward(h, da, act)
+        _activation_backward(h, da, act)
         if layout[p, GAMMA_OFF] >= 0:
             g0 = layout[p, GAMMA_OFF]
             be0 = layout[p, BETA_OFF]
