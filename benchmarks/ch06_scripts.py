@@ -24,6 +24,11 @@ Figures are not shown (``MPLBACKEND=Agg``). Each process runs with ``OPENBLAS_CO
 the OpenBLAS kernel in use is printed. fastbp runs with a warm Numba cache: one untimed run
 of the first script fills it. Book and fastbp runs of a script alternate (``--repeat``
 rounds); the table gives the median wall time of each and their ratio.
+
+``--gemm-share`` runs the book's flavour only, with ``numpy.dot`` (every matrix product of
+the book's layers) wrapped by a timer, and prints each script's wall time, the time inside
+those products and their ratio: no implementation that computes the same products with the
+same OpenBLAS can run a script faster than that ratio.
 """
 import argparse
 import os
@@ -65,6 +70,28 @@ COMMON_SHIM = {
     "trainer.py": "from fastbp import Trainer  # noqa: F401\n",
 }
 
+# Loaded at start-up through PYTHONPATH (--gemm-share): numpy.dot timed, the total written at
+# exit. The book's layers call np.dot through the module, so they get the timed one.
+DOT_TIMER = '''\
+import atexit, os, time
+import numpy
+
+_dot = numpy.dot
+_spent = [0.0]
+
+
+def dot(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return _dot(*args, **kwargs)
+    finally:
+        _spent[0] += time.perf_counter() - start
+
+
+numpy.dot = dot
+atexit.register(lambda: open(os.environ["CH06_DOT_TIME"], "w").write(repr(_spent[0])))
+'''
+
 KERNEL_PROBE = ("import numpy, threadpoolctl; "
                 "print([i.get('architecture') for i in threadpoolctl.threadpool_info() "
                 "if i.get('internal_api') == 'openblas'])")
@@ -105,6 +132,30 @@ def _run(folder: Path, script: str, env: dict) -> float:
     return seconds
 
 
+def _gemm_share(scripts: list, book: Path, env: dict) -> int:
+    """Run the book's flavour with numpy.dot timed; print the products' share per script."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _tree(Path(tmp) / "book", book, "book")
+        site = Path(tmp) / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(DOT_TIMER)
+        record = Path(tmp) / "dot_seconds"
+        env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(site),
+                                                                  env.get("PYTHONPATH")])),
+                   CH06_DOT_TIME=str(record))
+        print(f"\n{'script':32s} {'wall s':>8s} {'in np.dot s':>12s} {'wall / np.dot':>14s}")
+        total_wall = total_dot = 0.0
+        for script in scripts:
+            wall = _run(folder, script, env)
+            dot = float(record.read_text())
+            total_wall += wall
+            total_dot += dot
+            print(f"{script:32s} {wall:8.1f} {dot:12.1f} {wall / dot:13.2f}x", flush=True)
+        print(f"{'total':32s} {total_wall:8.1f} {total_dot:12.1f} "
+              f"{total_wall / total_dot:13.2f}x")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--book", type=Path, default=DEFAULT_BOOK,
@@ -117,6 +168,8 @@ def main(argv=None) -> int:
                    help="folder holding fashion-mnist/ or mnist/ (default $FASTBP_DATA_DIR, "
                         "else ../shared/datasets)")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--gemm-share", action="store_true",
+                   help="run the book's code only and report the share of its matrix products")
     args = p.parse_args(argv)
     scripts = args.scripts.split(",")
     unknown = sorted(set(scripts) - set(SCRIPTS))
@@ -126,6 +179,8 @@ def main(argv=None) -> int:
     kernel = subprocess.run([sys.executable, "-c", KERNEL_PROBE], env=env, capture_output=True,
                             text=True).stdout.strip()
     print(f"OpenBLAS kernel: {kernel}; data: {args.dataset}; {os.cpu_count()} CPUs")
+    if args.gemm_share:
+        return _gemm_share(scripts, args.book, env)
     with tempfile.TemporaryDirectory() as tmp:
         folders = {flavour: _tree(Path(tmp) / flavour, args.book, flavour)
                    for flavour in ("book", "fastbp")}

@@ -94,14 +94,34 @@ def test_cli_bench_unknown_name(capsys):
 
 # -- benchmarks/dashboard.py helpers (no browser needed) ---------------------------------------
 
-def _dashboard():
+def _benchmark_module(name):
+    """``benchmarks/<name>.py`` loaded as a module (the folder is not a package)."""
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dashboard.py"
-    spec = importlib.util.spec_from_file_location("fastbp_asv_dashboard", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fastbp_bench_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _dashboard():
+    return _benchmark_module("dashboard")
+
+
+def test_ch06_gemm_share_times_numpy_dot(tmp_path):
+    # The timer --gemm-share loads through sitecustomize: np.dot, as the book's layers call
+    # it, still multiplies and its time is written at exit.
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "sitecustomize.py").write_text(_benchmark_module("ch06_scripts").DOT_TIMER)
+    record = tmp_path / "dot_seconds"
+    code = ("import numpy as np; a = np.arange(90000.0).reshape(300, 300); "
+            "assert np.dot(a, np.eye(300))[7, 9] == a[7, 9]; np.dot(a, a)")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), CH06_DOT_TIME=str(record))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    assert float(record.read_text()) > 0
 
 
 ASV_HEAD = """<html><head>
