@@ -22,7 +22,10 @@ available offline here, so both runs read **Fashion-MNIST** through
 Figures are not shown (``MPLBACKEND=Agg``). Each process runs with ``OPENBLAS_CORETYPE`` and
 ``OPENBLAS_L2_SIZE`` unset (this machine's environment pins OpenBLAS to its AVX2 kernels);
 the OpenBLAS kernel in use is printed. fastbp runs with a warm Numba cache: one untimed run
-of the first script fills it. Book and fastbp runs of a script alternate (``--repeat``
+of every script fills it first (the scripts need different compiled variants: float64
+BatchNorm, Dropout, the gradient check's compiled loss; with only the first script run
+untimed, a cold cache put 30-60 s of compilation into the timings of some others). Book and
+fastbp runs of a script alternate (``--repeat``
 rounds); the table gives the median wall time of each and their ratio.
 
 ``--gemm-share`` runs the book's flavour only, with ``numpy.dot`` (every matrix product of
@@ -184,7 +187,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folders = {flavour: _tree(Path(tmp) / flavour, args.book, flavour)
                    for flavour in ("book", "fastbp")}
-        _run(folders["fastbp"], scripts[0], env)  # fills Numba's cache; not timed
+        for script in scripts:  # fills Numba's cache; not timed
+            _run(folders["fastbp"], script, env)
         times = {(s, f): [] for s in scripts for f in folders}
         for _ in range(args.repeat):
             for script in scripts:
