@@ -149,6 +149,7 @@ def _gemm_share(scripts: list, book: Path, env: dict) -> int:
         print(f"\n{'script':32s} {'wall s':>8s} {'in np.dot s':>12s} {'wall / np.dot':>14s}")
         total_wall = total_dot = 0.0
         for script in scripts:
+            record.unlink(missing_ok=True)  # a run that wrote nothing fails below
             wall = _run(folder, script, env)
             dot = float(record.read_text())
             total_wall += wall
