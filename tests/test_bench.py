@@ -92,7 +92,7 @@ def test_cli_bench_unknown_name(capsys):
     assert "unknown benchmark" in capsys.readouterr().err
 
 
-# -- benchmarks/dashboard.py helpers (no browser needed) ---------------------------------------
+# -- benchmarks/ helpers: ch06_scripts.py's timer, dashboard.py (no browser needed) -------------
 
 def _benchmark_module(name):
     """``benchmarks/<name>.py`` loaded as a module (the folder is not a package)."""
