@@ -23,10 +23,9 @@ Figures are not shown (``MPLBACKEND=Agg``). Each process runs with ``OPENBLAS_CO
 ``OPENBLAS_L2_SIZE`` unset (this machine's environment pins OpenBLAS to its AVX2 kernels);
 the OpenBLAS kernel in use is printed. fastbp runs with a warm Numba cache: one untimed run
 of every script fills it first (the scripts need different compiled variants: float64
-BatchNorm, Dropout, the gradient check's compiled loss; with only the first script run
-untimed, a cold cache put 30-60 s of compilation into the timings of some others). Book and
-fastbp runs of a script alternate (``--repeat``
-rounds); the table gives the median wall time of each and their ratio.
+BatchNorm, Dropout, the gradient check's compiled loss; warming with the first script alone
+left their compilation inside the timings of the others). Book and fastbp runs of a script
+alternate (``--repeat`` rounds); the table gives the median wall time of each and their ratio.
 
 ``--gemm-share`` runs the book's flavour only, with ``numpy.dot`` (every matrix product of
 the book's layers) wrapped by a timer, and prints each script's wall time, the time inside
