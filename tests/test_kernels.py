@@ -15,6 +15,7 @@ from fastbp import ops
 from fastbp.kernels import activations as KA, affine as KF, network as KN
 from fastbp.kernels import softmax as KM
 from fastbp.kernels import _sparse as KP
+from fastbp.kernels import onerow as KW
 from fastbp.kernels import optimizers as KO
 from fastbp.kernels import rows as KR
 
@@ -434,6 +435,57 @@ def test_sparse_blocks_equal_plain_loops(rng, shape, dtype):
     np.testing.assert_array_equal(W_got, W_want)
     finite = ~np.isnan(x).any(axis=1)
     np.testing.assert_allclose(out[finite], (x @ W)[finite], **tol(dtype))
+
+
+#: (d_in, d_out) of one_row_forward: one block; a short last block; one row per block
+#: (d_out above ONE_ROW_BLOCK_ELEMENTS); the book's ConvNet's W2
+ONE_ROW_SHAPES = [(7, 70), (101, 41), (5, 4100), (4320, 100)]
+
+
+@njit
+def _user_one_row_forward(a, W, partial, out):
+    KW.one_row_forward(a, W, partial, out, 1 << 62)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ONE_ROW_SHAPES)
+def test_one_row_forward_by_blocks(rng, shape, dtype):
+    """``a @ W`` for one row: the reference product (zeros skipped, NaN kept), the blocks'
+    sums added in block order (one serial loop gives the same bits), the same bits from
+    both twins and from a user's @njit function; `partial` may be longer than needed."""
+    d_in, d_out = shape
+    a = rng.random(d_in).astype(dtype)
+    a[a < 0.5] = 0
+    W = rng.standard_normal((d_in, d_out)).astype(dtype)
+    W[1, :] = np.inf  # a[1] is made 0: skipped, not NaN
+    a[1] = 0
+    size = KW.one_row_partial_size(d_in, d_out)
+    rows = KW.block_rows(d_out)
+    assert size == -(-d_in // rows) * d_out
+    outs = []
+    for min_parallel in (1, 1 << 62):
+        out = np.full(d_out, np.nan, dtype)
+        KW.one_row_forward(a, W, np.full(size + 3, np.nan, dtype), out, min_parallel)
+        outs.append(out)
+    out = np.full(d_out, np.nan, dtype)
+    _user_one_row_forward(a, W, np.empty(size, dtype), out)
+    outs.append(out)
+    want = np.zeros(d_out, dtype)
+    for lo in range(0, d_in, rows):
+        block = np.zeros(d_out, dtype)
+        for k in range(lo, min(d_in, lo + rows)):
+            if a[k] != 0:
+                block += a[k] * W[k]
+        want += block
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
+    close = tol(dtype)  # the sums' rounding grows with their length
+    np.testing.assert_allclose(want, R.matmul(a[None], W, skip_zeros=True)[0],
+                               rtol=close["rtol"], atol=close["atol"] * d_in)
+    a[-1] = np.nan
+    out = np.empty(d_out, dtype)
+    KW.one_row_forward(a, W, np.empty(size, dtype), out, 1)
+    assert np.isnan(out).all()
 
 
 def test_sparse_blocks_strided_arrays_take_the_loops(rng):

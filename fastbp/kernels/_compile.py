@@ -233,7 +233,9 @@ ONE_ROW_BLOCK_ELEMENTS = 4096
 #: Parameters from which the optimizer pass of the SimpleConvNet step runs parallel. Unlike
 #: the fully connected step (FUSED_UPDATE_PARALLEL_MIN_ELEMENTS), the book's ConvNet has
 #: 434k parameters, mostly the 4320 x 100 W2, and a pass over them is long enough that
-#: two threads beat one even after a BLAS call (docs/decisions/convolution.md).
+#: two threads beat one even after a BLAS call (docs/decisions/convolution.md). A one-row
+#: batch's ``pooled @ W2`` follows the same threshold, so that each block of W2's rows
+#: stays with the thread that updates it (fastbp.kernels.onerow).
 CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS = MACHINE_THRESHOLDS.values[
     "CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS"]
 

@@ -6,9 +6,10 @@ backward, and the optimizer's update of every parameter. The convolution block i
 convolution output is never stored, the first layer's input gradient never computed); the
 two affine layers use the engine of the fully connected networks (:func:`.affine.product`,
 :func:`.affine.weight_grad`, :func:`.affine.input_grad`, BLAS or loops by size) and its
-row passes (:mod:`.rows`). Every parameter lives in one flat buffer ``flat`` at the
-offsets of a small int64 vector ``layout`` (entries :data:`W1_OFF` ... :data:`OUT`), so
-the optimizer's update is one pass over contiguous memory (:func:`.optimizers.optimizer_update`).
+row passes (:mod:`.rows`); a one-row batch runs W2 by blocks of rows (:mod:`.onerow`).
+Every parameter lives in one flat buffer ``flat`` at the offsets of a small int64 vector
+``layout`` (entries :data:`W1_OFF` ... :data:`OUT`), so the optimizer's update is one pass
+over contiguous memory (:func:`.optimizers.optimizer_update`).
 
 Work space for a batch size is one float ``arena`` and one int32 ``index`` buffer, sized by
 :func:`convnet_arena_size` and :func:`convnet_index_size` and carved at offsets every
@@ -26,7 +27,7 @@ from .affine import (column_sum, input_grad, input_grad_loops, matmul_loops, pro
 from .conv import (conv_relu_pool_backward, conv_relu_pool_forward, crp_backward_work_size,
                    crp_scratch_size)
 from ._sparse import gather_rows, list_stride
-from .onerow import one_row_backward_update_at
+from .onerow import one_row_backward_update_at, one_row_forward, one_row_partial_size
 from .optimizers import optimizer_update, state_part
 from .rows import RELU, bias_act_rows, correct_rows, relu_mask_rows, softmax_rows
 
@@ -63,10 +64,18 @@ def _dense_work(layout):
 def convnet_arena_size(n, layout):
     """Float elements of the work space of a batch of `n` rows (the int32 ``index`` buffer:
     :func:`convnet_index_size`): the convolution block's scratch, the pooled output and its
-    gradient, the hidden layer and its gradient, the logits and their gradient, and the
-    work space of the convolution block's backward (per filter, not per row)."""
-    return n * (_scratch(layout) + 2 * _pooled(layout) + 2 * layout[HIDDEN]
-                + 2 * layout[OUT]) + layout[FN] * _dense_work(layout)
+    gradient, the hidden layer and its gradient, the logits and their gradient, the
+    work space of the convolution block's backward (per filter, not per row), and at its
+    end the block sums of a one-row batch's ``pooled @ W2``
+    (:func:`.onerow.one_row_forward`)."""
+    return (n * (_scratch(layout) + 2 * _pooled(layout) + 2 * layout[HIDDEN]
+                 + 2 * layout[OUT]) + layout[FN] * _dense_work(layout)
+            + _partial_size(layout))
+
+
+@njit(cache=True, nogil=True)
+def _partial_size(layout):
+    return one_row_partial_size(_pooled(layout), layout[HIDDEN])
 
 
 @njit(cache=True, nogil=True)
@@ -138,7 +147,12 @@ def _forward(x, flat, layout, arena, index):
     h = _part(arena, off, n * hid).reshape(n, hid)
     off += 2 * n * hid
     lists = index[n * D:]
-    _product(pooled.reshape(n, D), W2, h, lists)
+    if n == 1:
+        # W2's blocks of rows on the threads that update them (fastbp.kernels.onerow)
+        one_row_forward(pooled, W2, arena[arena.size - _partial_size(layout):], h[0],
+                        CONVNET_UPDATE_PARALLEL_MIN_ELEMENTS)
+    else:
+        _product(pooled.reshape(n, D), W2, h, lists)
     bias_act_rows(h, b2, RELU, True, None)
     y = _part(arena, off, n * out_n).reshape(n, out_n)
     _product(h, W3, y, lists)

@@ -9,6 +9,14 @@ while it sits in the L2 cache: its input-gradient entries, its gradient rows, th
 update of the block (:func:`.optimizers.optimizer_update`, the same arithmetic and bits as
 the unfused pass). For the book's SimpleConvNet at batch 1 (W2 is 4320 x 100, 432k of its
 434k parameters) this is most of the step (docs/decisions/convolution.md).
+
+:func:`one_row_forward`, the layer's forward product, splits the rows of ``W`` into the
+same blocks, so that on Numba's pool each block of ``W`` is read and written by one thread
+only: the update's static split of the blocks (the same trip count, the same contiguous
+halves) gives every block to the thread whose forward read it. With a serial forward, the
+main thread read the rows the other thread had just updated; where the two cores share no
+cache (a VM whose two vCPUs sat on far-apart cores for seconds at a time) that transfer
+doubled the one-row ConvNet step (docs/decisions/convolution.md).
 """
 from numba import njit, prange
 
@@ -18,9 +26,77 @@ from .affine import dot_reassoc
 from .optimizers import optimizer_update, state_part
 
 
+@njit(cache=True, nogil=True)
+def block_rows(d_out):
+    """Rows of a (d_in, `d_out`) weight matrix per block of the one-row passes."""
+    return max(1, ONE_ROW_BLOCK_ELEMENTS // d_out)
+
+
+@njit(cache=True, nogil=True)
+def one_row_partial_size(d_in, d_out):
+    """Elements of the `partial` work space of :func:`one_row_forward`: one row of
+    `d_out` per block of rows of ``W``."""
+    rows = block_rows(d_out)
+    return (d_in + rows - 1) // rows * d_out
+
+
+def _one_row_forward_body(a, W, partial):
+    d_in, d_out = W.shape
+    rows = block_rows(d_out)
+    blocks = (d_in + rows - 1) // rows
+    for blk in prange(blocks):
+        acc = partial[blk]
+        for j in range(d_out):
+            acc[j] = 0
+        for k in range(blk * rows, min(d_in, (blk + 1) * rows)):
+            ak = a[k]
+            if ak != 0:  # a ReLU's output is mostly 0; NaN is != 0 and is kept
+                Wk = W[k]
+                for j in range(d_out):
+                    acc[j] += ak * Wk[j]
+
+
+_forward_serial, _forward_parallel, _forward_run = twins_with_runner(_one_row_forward_body)
+
+
+@njit(cache=True, nogil=True)
+def one_row_forward(a, W, partial, out, min_parallel):
+    """``out = a @ W`` for one row, by the blocks of rows of :func:`one_row_backward_update`.
+
+    Parameters
+    ----------
+    a : ndarray, (d_in,), float32 or float64
+    W : ndarray, (d_in, d_out), dtype of `a`, C-contiguous
+    partial : ndarray, at least ``one_row_partial_size(d_in, d_out)`` elements, dtype of
+        `a`, C-contiguous
+        Work space: each block's sum; overwritten.
+    out : ndarray, (d_out,), dtype of `a`
+        Written with the product.
+    min_parallel : int
+        Elements of `W` from which the blocks run on Numba's pool. Pass the value given to
+        :func:`one_row_backward_update` of the same `W`, so that each block stays with one
+        thread (module docstring).
+
+    Notes
+    -----
+    Rows where ``a[k] == 0`` are skipped (``0 * inf`` gives 0, not NaN, as in the sparse
+    products of :mod:`._sparse`). Each block sums its rows in order and the blocks' sums
+    are added in block order: the same bits on any number of threads.
+    """
+    d_in, d_out = W.shape
+    size = one_row_partial_size(d_in, d_out)
+    sums = partial[:size].reshape(size // d_out, d_out)
+    _forward_run((a, W, sums), W.size, min_parallel)
+    for j in range(d_out):
+        out[j] = 0
+    for blk in range(sums.shape[0]):
+        for j in range(d_out):
+            out[j] += sums[blk, j]
+
+
 def _one_row_body(kind, a, dz, W, dW, state1, state2, lr, c1, c2, decay, da, relu_input):
     d_in, d_out = W.shape
-    rows = max(1, ONE_ROW_BLOCK_ELEMENTS // d_out)
+    rows = block_rows(d_out)
     blocks = (d_in + rows - 1) // rows
     for blk in prange(blocks):
         lo = blk * rows
