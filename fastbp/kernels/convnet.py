@@ -115,7 +115,8 @@ def _weight_grad(a, dz, dW):
 @njit(cache=True, nogil=True)
 def _input_grad(dz, W, da, a):
     # da = dz @ W.T; loops up to CONVNET_LOOP_MAX_ROWS, which write 0 without the product
-    # where the ReLU output `a` is 0 (the caller's ReLU mask zeroes those entries anyway)
+    # where the ReLU output `a` is 0: the ReLU's backward, done (the BLAS result is not
+    # masked: the caller masks it)
     if dz.shape[0] <= CONVNET_LOOP_MAX_ROWS:
         input_grad_loops(dz, W, da, a)
     else:
@@ -240,7 +241,8 @@ def convnet_step(x, t, flat, grads, layout, arena, index, row_loss, kind, state1
     column_sum(dy, grads[layout[B3_OFF]:layout[B3_OFF] + out_n])
     _affine_backward(fused, kind, h, dy, flat, grads, state1, state2, layout[W3_OFF], lr, c1,
                      c2, dh)
-    relu_mask_rows(h, dh)
+    if n > CONVNET_LOOP_MAX_ROWS:  # the loops and the fused pass wrote 0 where h <= 0
+        relu_mask_rows(h, dh)
     column_sum(dh, grads[layout[B2_OFF]:layout[B2_OFF] + hid])
     _affine_backward(fused, kind, pooled, dh, flat, grads, state1, state2, layout[W2_OFF],
                      lr, c1, c2, dpooled)
