@@ -20,7 +20,7 @@ import numpy as np
 from . import common
 from .common import DTYPES, IMPLS, QUICK
 
-CONV_BATCH_SIZES = [1, 32, 100] if QUICK else [1, 8, 32, 100, 256, 1000]
+CONV_BATCH_SIZES = [1, 100] if QUICK else [1, 8, 32, 100, 256, 1000]
 ADAM_LR = 0.001
 _BOOK = os.environ.get("FASTBP_BOOK_REFERENCE", os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "book-reference"))

@@ -5,11 +5,13 @@ Not a benchmark module (asv imports it but finds nothing to run here).
 Parameters
 ----------
 ``BATCH_SIZES`` is (1, 8, 32, 100, 256, 1024, 4096, 10000); with the environment variable
-``FASTBP_BENCH_QUICK=1`` it shrinks to (1, 100, 1024) and ``DTYPES`` to float32 only (what
-``.ci/run`` uses, so a broken benchmark fails CI in a few minutes). The ``track_speedup_*``
+``FASTBP_BENCH_QUICK=1`` it shrinks to (1, 1024), the smallest and a large batch (their
+code paths differ), and ``DTYPES`` to float32 only (what ``.ci/run`` uses, so a broken
+benchmark fails CI in a few minutes: asv runs every parameter combination in a process of
+its own, about 1-2 s each before any benchmark code). The ``track_speedup_*``
 benchmarks take the same batch sizes as strings (``SPEEDUP_BATCH_SIZES``), so that the
 dashboard spaces them evenly. The chapter-6 network (``bench_mlp``) has its own:
-``MLP_BATCH_SIZES`` (1, 10, 100, 1000, 10000; quick: 1, 100, 1000).
+``MLP_BATCH_SIZES`` (1, 10, 100, 1000, 10000; quick: 1, 1000).
 
 Threads
 -------
@@ -71,7 +73,7 @@ import numpy as np  # noqa: E402
 
 FULL_BATCH_SIZES = [1, 8, 32, 100, 256, 1024, 4096, 10000]
 QUICK = os.environ.get("FASTBP_BENCH_QUICK", "") not in ("", "0")
-BATCH_SIZES = [1, 100, 1024] if QUICK else FULL_BATCH_SIZES
+BATCH_SIZES = [1, 1024] if QUICK else FULL_BATCH_SIZES
 DTYPES = ["float32"] if QUICK else ["float32", "float64"]
 IMPLS = ["numpy", "fastbp"]
 #: The batch sizes of the ``track_speedup_*`` benchmarks, as strings: asv's graph then puts
@@ -262,8 +264,8 @@ np_softmax_cross_entropy = baseline.np_softmax_cross_entropy
 #: Hidden layers of 100 units (``bench_mlp`` and ``compare_frameworks.py --model mlp4``).
 MLP_HIDDEN = 100
 MLP_DEPTHS = [1, 4]
-#: Batch sizes of ``bench_mlp`` (quick: 1, 100, 1000).
-MLP_BATCH_SIZES = [1, 100, 1000] if QUICK else [1, 10, 100, 1000, 10000]
+#: Batch sizes of ``bench_mlp`` (quick: 1, 1000).
+MLP_BATCH_SIZES = [1, 1000] if QUICK else [1, 10, 100, 1000, 10000]
 MLP_SPEEDUP_BATCH_SIZES = [str(n) for n in MLP_BATCH_SIZES]
 #: The book's default learning rates: ``SGD(lr=0.01)``, ``Adam(lr=0.001)``.
 MLP_LR = {"sgd": 0.01, "adam": 0.001}
