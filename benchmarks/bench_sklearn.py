@@ -29,7 +29,7 @@ FIT_EPOCHS = 2
 #: asv parameter (a string) -> hidden_layer_sizes.
 HIDDEN_SIZES = {"(100,)": (100,), "(100, 100, 100, 100)": (100,) * 4}
 HIDDEN = list(HIDDEN_SIZES)
-#: Batch sizes (quick, ``common.QUICK``: 200, scikit-learn's default).
+#: Batch sizes; the quick run (``common.QUICK``) keeps 200, scikit-learn's default.
 BATCHES = [200] if common.QUICK else [100, 200]
 IMPLS = ["sklearn", "fastbp"]
 

@@ -67,9 +67,9 @@ def one_row_forward(a, W, partial, out, min_parallel):
     ----------
     a : ndarray, (d_in,), float32 or float64
     W : ndarray, (d_in, d_out), dtype of `a`, C-contiguous
-    partial : ndarray, at least ``one_row_partial_size(d_in, d_out)`` elements, dtype of
-        `a`, C-contiguous
-        Work space: each block's sum; overwritten.
+    partial : ndarray, dtype of `a`, C-contiguous
+        Work space of at least ``one_row_partial_size(d_in, d_out)`` elements (each block's
+        sum); overwritten.
     out : ndarray, (d_out,), dtype of `a`
         Written with the product.
     min_parallel : int
