@@ -8,7 +8,7 @@ Parameters
 ``FASTBP_BENCH_QUICK=1`` it shrinks to (1, 1024), the smallest and a large batch (their
 code paths differ), and ``DTYPES`` to float32 only (what ``.ci/run`` uses, so a broken
 benchmark fails CI in a few minutes: asv runs every parameter combination in a process of
-its own, about 1-2 s each before any benchmark code). The ``track_speedup_*``
+its own). The ``track_speedup_*``
 benchmarks take the same batch sizes as strings (``SPEEDUP_BATCH_SIZES``), so that the
 dashboard spaces them evenly. The chapter-6 network (``bench_mlp``) has its own:
 ``MLP_BATCH_SIZES`` (1, 10, 100, 1000, 10000; quick: 1, 1000).
